@@ -1,0 +1,23 @@
+"""Every domain, imported once so its tables join the metadata and its projectors register.
+
+A new capability is a new folder plus one line here.
+"""
+
+from carebase.audit import models as _audit_models  # noqa: F401
+from carebase.identity import events as _identity_events  # noqa: F401
+from carebase.patients import events as _patients_events  # noqa: F401
+from carebase.platform import delivery as _delivery  # noqa: F401
+from carebase.platform import jobs as _jobs  # noqa: F401
+from carebase.platform import ratelimit as _ratelimit  # noqa: F401
+from carebase.platform import web as _web  # noqa: F401
+from carebase.tenants import events as _tenants_events  # noqa: F401
+
+ROUTERS = (
+    "carebase.identity.routes",
+    "carebase.tenants.routes",
+    "carebase.patients.routes",
+    "carebase.audit.routes",
+    "carebase.ops.routes",
+    "carebase.streams.routes",
+    "carebase.portal.pages",
+)

@@ -1,0 +1,117 @@
+"""Database connections, the tenant context and the unit of work.
+
+Two roles: the *owner* runs migrations and operator commands; the *app* role serves requests and
+owns no table, so PostgreSQL row-level security applies to everything it does. The tenant and
+account of the current transaction travel as ``app.tenant_id`` / ``app.account_id`` settings, set
+with ``set_config(..., is_local => true)`` so they vanish at commit and never leak to the next
+user of a pooled connection.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from sqlalchemy import MetaData
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+from carebase.settings import Settings
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+def _driver_url(url: str | URL) -> URL:
+    u = make_url(url) if isinstance(url, str) else url
+    if u.drivername in ("postgresql", "postgres", "postgresql+psycopg2"):
+        u = u.set(drivername="postgresql+psycopg")
+    return u
+
+
+@dataclass
+class DatabaseUrls:
+    owner: URL
+    app: URL
+
+    @classmethod
+    def resolve(cls, settings: Settings) -> DatabaseUrls:
+        if settings.database_url:
+            owner = _driver_url(settings.database_url)
+        else:
+            from carebase.platform import embedded
+
+            owner = _driver_url(embedded.start(settings.home))
+        if settings.app_database_url:
+            app = _driver_url(settings.app_database_url)
+        else:
+            app = owner.set(username=settings.app_db_role, password=None)
+        return cls(owner=owner, app=app)
+
+
+def libpq_url(url: URL) -> str:
+    """The URL in the plain ``postgresql://`` form psycopg and pg_dump understand."""
+    return url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def make_engine(url: URL, pool_size: int = 10) -> AsyncEngine:
+    # No pre-ping: it costs a round trip on every checkout. A connection that died with its server
+    # fails once; SQLAlchemy then recognises the disconnect and refreshes the whole pool.
+    return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=False,
+                               pool_recycle=1800)
+
+
+async def set_context(
+    session: AsyncSession, tenant_id: uuid.UUID | None = None, account_id: uuid.UUID | None = None
+) -> None:
+    """Bind the current transaction to a tenant and an account for row-level security."""
+    # Straight to the driver: every transaction pays for this statement.
+    pg = (await (await session.connection()).get_raw_connection()).driver_connection
+    await pg.execute("SELECT set_config('app.tenant_id', %s, true), set_config('app.account_id', %s, true)",
+                     (str(tenant_id) if tenant_id else "", str(account_id) if account_id else ""))
+    session.info["tenant_id"] = tenant_id
+    session.info["account_id"] = account_id
+
+
+def current_tenant(session: AsyncSession) -> uuid.UUID | None:
+    return session.info.get("tenant_id")
+
+
+class Database:
+    """Engines and session factories for one Carebase database."""
+
+    def __init__(self, settings: Settings, urls: DatabaseUrls | None = None):
+        self.settings = settings
+        self.urls = urls or DatabaseUrls.resolve(settings)
+        self.app_engine = make_engine(self.urls.app, settings.db_pool_size)
+        self.owner_engine = make_engine(self.urls.owner, 2)
+        self.app_sessions = async_sessionmaker(self.app_engine, expire_on_commit=False, autoflush=True)
+        self.owner_sessions = async_sessionmaker(self.owner_engine, expire_on_commit=False, autoflush=True)
+
+    @asynccontextmanager
+    async def transaction(
+        self,
+        tenant_id: uuid.UUID | None = None,
+        account_id: uuid.UUID | None = None,
+        *,
+        owner: bool = False,
+    ) -> AsyncIterator[AsyncSession]:
+        """One transaction as the app role (or the owner): commit on success, rollback on error."""
+        factory = self.owner_sessions if owner else self.app_sessions
+        async with factory() as session:
+            async with session.begin():
+                await set_context(session, tenant_id, account_id)
+                yield session
+
+    async def dispose(self) -> None:
+        await self.app_engine.dispose()
+        await self.owner_engine.dispose()

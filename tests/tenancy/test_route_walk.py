@@ -1,0 +1,331 @@
+"""Every API route, called by tenant A (demo) against tenant B (demo2), over real HTTP.
+
+The walk is generated from the routers the app mounts, so a new route is walked without touching
+this file; a route with a path or query parameter, or a body, this file does not know yet fails
+until it is taught here what of tenant B's to aim at (nothing is skipped).
+
+For each (method, route, role of demo):
+- a route with path parameters, aimed at demo2's resources, answers 403 or 404 (problem+json);
+- a route without path parameters never returns demo2's data (ids, the patient's name...);
+- no route answers 5xx;
+- afterwards demo2's data is exactly what it was (every tenant-owned row of demo2, its tenant
+  row, and its people's accounts and credentials).
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+from fastapi.routing import APIRoute
+from psycopg import sql
+
+from carebase import domains
+from tests.conftest import PASSWORD, bearer, dead_job, login, new_staff, unique_email
+from tests.tenancy.test_rls import tenant_tables
+
+API = "/api/v1"
+PROBLEM_JSON = "application/problem+json"
+ROLES = ("admin", "doctor", "patient")
+B = "demo2"  # tenant B, the target; tenant A is "demo"
+
+
+# -- tenant B ----------------------------------------------------------------------------------
+
+
+@dataclass
+class TenantB:
+    tenant_id: uuid.UUID
+    patient_id: uuid.UUID
+    location_id: uuid.UUID
+    membership_id: uuid.UUID
+    admin_account_id: uuid.UUID
+    patient: dict[str, Any]
+    dead_job_id: int
+    # Strings that must never reach tenant A: every id of demo2 and its patient's personal data.
+    markers: set[str] = field(default_factory=set)
+
+
+def _one(owner: psycopg.Connection, query: str, params: tuple) -> Any:
+    row = owner.execute(query, params).fetchone()
+    assert row is not None, f"demo2 test data missing: {query} {params}"
+    return row[0] if len(row) == 1 else row
+
+
+def load_tenant_b(owner: psycopg.Connection) -> TenantB:
+    tenant_id, tenant_name = _one(owner, "SELECT id, name FROM tenants WHERE slug = %s", (B,))
+    p = owner.execute("SELECT id, given_name, family_name, mrn, phone, email FROM patients "
+                      "WHERE tenant_id = %s AND mrn = 'DEMO2-0001'", (tenant_id,)).fetchone()
+    assert p is not None, "demo2's seeded patient is missing"
+    membership = _one(owner, "SELECT m.id FROM memberships m JOIN accounts a ON a.id = m.account_id "
+                             "WHERE m.tenant_id = %s AND a.email = %s AND m.role = 'doctor'",
+                      (tenant_id, f"doctor@{B}.carebase.local"))
+    location = _one(owner, "SELECT id FROM locations WHERE tenant_id = %s ORDER BY created_at, id LIMIT 1",
+                    (tenant_id,))
+    admin = _one(owner, "SELECT id FROM accounts WHERE email = %s", (f"admin@{B}.carebase.local",))
+    job = owner.execute("SELECT id FROM procrastinate_jobs WHERE status = 'failed' AND args->>'tenant_id' = %s "
+                        "ORDER BY id LIMIT 1", (str(tenant_id),)).fetchone()
+    b = TenantB(tenant_id, p[0], location, membership, admin,
+                dict(zip(("id", "given_name", "family_name", "mrn", "phone", "email"), p, strict=True)),
+                job[0] if job else dead_job(owner, tenant_id))
+    ids = owner.execute("""
+        SELECT id FROM patients WHERE tenant_id = %(t)s
+        UNION SELECT id FROM locations WHERE tenant_id = %(t)s
+        UNION SELECT id FROM memberships WHERE tenant_id = %(t)s
+        UNION SELECT account_id FROM memberships WHERE tenant_id = %(t)s AND account_id NOT IN (
+            SELECT account_id FROM memberships WHERE tenant_id <> %(t)s)""", {"t": tenant_id}).fetchall()
+    b.markers = {str(tenant_id), tenant_name, *(str(r[0]) for r in ids),
+                 *(str(v) for k, v in b.patient.items() if k != "id" and v)}
+    return b
+
+
+def snapshot(owner: psycopg.Connection, b: TenantB) -> dict[str, list[str]]:
+    """All of demo2's data: its rows in every tenant-owned table (events included, so any append
+    to its streams shows), its tenant row, and its people's accounts and credentials."""
+    snap = {}
+    for table in tenant_tables(owner):
+        rows = owner.execute(sql.SQL("SELECT * FROM {} WHERE tenant_id = %s").format(sql.Identifier(table)),
+                             (b.tenant_id,)).fetchall()
+        snap[table] = sorted(map(repr, rows))
+    people = "SELECT account_id FROM memberships WHERE tenant_id = %s"
+    for table, query in (("tenants", "SELECT * FROM tenants WHERE id = %s"),
+                         ("accounts", f"SELECT * FROM accounts WHERE id IN ({people})"),
+                         ("credentials", f"SELECT * FROM credentials WHERE account_id IN ({people})"),
+                         ("jobs", "SELECT * FROM procrastinate_jobs WHERE args->>'tenant_id' = %s::text")):
+        snap[table] = sorted(map(repr, owner.execute(query, (b.tenant_id,)).fetchall()))
+    return snap
+
+
+def changes(before: dict[str, list[str]], after: dict[str, list[str]]) -> list[str]:
+    out = []
+    for table in sorted(before.keys() | after.keys()):
+        old, new = set(before.get(table, [])), set(after.get(table, []))
+        if old != new:
+            out.append(f"{table}: {len(old - new)} rows gone or changed, {len(new - old)} rows new or changed: "
+                       f"{sorted(new - old)[:3]}")
+    return out
+
+
+def leaks(response: httpx.Response, b: TenantB, request_path: str) -> list[str]:
+    # A problem's "instance" echoes the request path, which carries the id the caller sent.
+    text = response.text.replace(request_path, "<request path>")
+    headers = " ".join(f"{k}: {v}" for k, v in response.headers.items())
+    return sorted(m for m in b.markers if m in text or m in headers)
+
+
+# -- what to aim at ----------------------------------------------------------------------------
+
+# Path parameters: demo2's resource of the right kind. A name not listed here fails the walk.
+PATH_PARAMS: dict[str, Callable[[TenantB], Any]] = {
+    "patient_id": lambda b: b.patient_id,
+    "location_id": lambda b: b.location_id,
+    "membership_id": lambda b: b.membership_id,
+    "tenant_id": lambda b: b.tenant_id,
+    "job_id": lambda b: b.dead_job_id,
+}
+
+# Query parameters: demo2's values where the name refers to something of demo2's; None leaves the
+# route's default. A name not listed here fails the walk.
+QUERY_PARAMS: dict[str, Callable[[TenantB], Any] | None] = {
+    "q": lambda b: b.patient["family_name"] or b.patient["mrn"],  # the mrn once the name is erased
+    "patient_id": lambda b: b.patient_id,
+    "actor_account_id": lambda b: b.admin_account_id,
+    "channel": lambda b: f"tenant:{b.tenant_id}:patients",  # demo2's live feed: must be refused
+    "limit": None,
+    "cursor": None,
+}
+
+
+@dataclass
+class Caller:
+    role: str
+    email: str
+    password: str
+    tokens: dict
+
+
+# A minimal valid body per route that needs one (httpx keyword arguments). They never name demo2
+# except where asking for demo2 is itself the probe (a demo user asking for a demo2 token).
+BODIES: dict[tuple[str, str], Callable[[Caller, TenantB], dict]] = {
+    ("POST", "/api/v1/auth/register"): lambda c, b: {"json": {
+        "email": unique_email("walk"), "password": "a long passphrase", "display_name": "Route Walk"}},
+    ("POST", "/api/v1/auth/token"): lambda c, b: {"data": {
+        "username": c.email, "password": c.password, "tenant": B}},
+    ("POST", "/api/v1/auth/refresh"): lambda c, b: {"json": {"refresh_token": c.tokens["refresh_token"]}},
+    ("POST", "/api/v1/auth/otp/request"): lambda c, b: {"json": {"email": unique_email("walk"),
+                                                                  "channel": "email"}},
+    ("POST", "/api/v1/auth/otp/verify"): lambda c, b: {"json": {"challenge_id": str(uuid.uuid4()),
+                                                                 "code": "000000"}},
+    ("POST", "/api/v1/auth/totp/verify"): lambda c, b: {"json": {"code": "000000"}},
+    ("POST", "/api/v1/auth/password/forgot"): lambda c, b: {"json": {"email": unique_email("walk")}},
+    ("POST", "/api/v1/auth/password/reset"): lambda c, b: {"json": {"token": "x" * 43,
+                                                                     "new_password": "a long passphrase"}},
+    ("POST", "/api/v1/locations"): lambda c, b: {"json": {"name": "Route walk location"}},
+    ("POST", "/api/v1/members"): lambda c, b: {"json": {"email": unique_email("walk"), "display_name": "Route Walk",
+                                                        "role": "nurse"}},
+    ("POST", "/api/v1/patients"): lambda c, b: {"json": {"given_name": "Route", "family_name": "Walker",
+                                                         "birth_date": "1990-01-01"}},
+    ("PATCH", "/api/v1/patients/{patient_id}"): lambda c, b: {"json": {"given_name": "Overwritten"}},
+}
+
+
+# -- the routes --------------------------------------------------------------------------------
+
+
+def flat_routes(routes) -> list[tuple[APIRoute, str]]:
+    """Every APIRoute with its effective path. FastAPI >= 0.16x keeps included routers as
+    ``_IncludedRouter`` entries of ``app.routes`` and resolves them through route contexts;
+    older versions copied the routes into ``app.routes``."""
+    try:
+        from fastapi.routing import iter_route_contexts
+    except ImportError:
+        pairs = [(r, getattr(r, "path", None)) for r in routes]
+    else:
+        pairs = [(ctx.original_route, ctx.path) for ctx in iter_route_contexts(list(routes))]
+    return [(r, path) for r, path in pairs if isinstance(r, APIRoute)]
+
+
+def api_routes(routes) -> list[tuple[str, str]]:
+    return sorted({(method, path) for r, path in flat_routes(routes) if path.startswith(API + "/")
+                   for method in r.methods - {"HEAD", "OPTIONS"}})
+
+
+def mounted_routes() -> list[tuple[str, str]]:
+    """What create_app mounts (it includes every router of ``domains.ROUTERS``); known at collection
+    time. ``test_the_walk_covers_every_route`` checks it against the running app."""
+    return api_routes(r for name in domains.ROUTERS for r in importlib.import_module(name).router.routes)
+
+
+WALK = [pytest.param(method, path, role, id=f"{method} {path} as {role}")
+        for method, path in mounted_routes() for role in ROLES]
+
+
+def path_params(path: str) -> list[str]:
+    return re.findall(r"{(\w+)(?::\w+)?}", path)
+
+
+@pytest.fixture(scope="module")
+def callers(backend, server) -> dict[str, Caller]:
+    """Tenant A's callers: fresh accounts of demo with each role (invited by demo's admin; the
+    patient registered themselves at demo and has a chart there). Fresh, so the walk's logouts and
+    authenticator enrolments never touch the shared demo users."""
+    with httpx.Client(base_url=server.url, timeout=30) as client, \
+            psycopg.connect(backend.owner_dsn, autocommit=True) as owner:
+        out = {}
+        for role in ROLES:
+            if role == "patient":
+                email, password = unique_email("walk-patient"), "a long passphrase"
+                r = client.post("/api/v1/auth/register", json={"email": email, "password": password,
+                                                               "display_name": "Walk Patient", "tenant": "demo"})
+                assert r.status_code == 201, r.text
+                admin = login(client, "admin@demo.carebase.local")
+                r = client.post("/api/v1/patients", headers=bearer(admin), json={
+                    "given_name": "Walk", "family_name": "Patient", "birth_date": "1991-02-03",
+                    "account_id": r.json()["id"]})
+                assert r.status_code == 201, r.text
+            else:
+                staff = new_staff(client, owner, role)
+                email, password = staff["email"], staff["password"]
+            tokens = login(client, email, password)
+            assert tokens["roles"] == [role], tokens
+            out[role] = Caller(role, email, password, tokens)
+        return out
+
+
+@pytest.fixture
+def tenant_b(owner) -> TenantB:
+    return load_tenant_b(owner)
+
+
+def build_request(server, method: str, path: str, caller: Caller, b: TenantB) -> tuple[str, dict]:
+    """The URL (demo2's ids in every path parameter) and httpx arguments for one call."""
+    route = next((r for r, p in flat_routes(server.app.routes) if p == path and method in r.methods), None)
+    assert route is not None, f"{method} {path} is not mounted on the running app"
+    unknown = [p for p in path_params(path) if p not in PATH_PARAMS]
+    if unknown:
+        pytest.fail(f"{method} {path}: unknown path parameter(s) {unknown}; add them to PATH_PARAMS "
+                    f"with the id of a demo2 resource of that kind")
+    url = path.format(**{p: PATH_PARAMS[p](b) for p in path_params(path)})
+
+    operation = server.app.openapi()["paths"][path][method.lower()]
+    params = {}
+    for param in operation.get("parameters", []):
+        if param["in"] != "query":
+            continue
+        name = param["name"]
+        if name not in QUERY_PARAMS:
+            pytest.fail(f"{method} {path}: unknown query parameter {name!r}; add it to QUERY_PARAMS")
+        value = QUERY_PARAMS[name]
+        if value is None:
+            assert not param.get("required"), f"{method} {path}: required query parameter {name!r} has no value"
+            continue
+        params[name] = str(value(b))
+
+    kwargs: dict = {"params": params, "headers": bearer(caller.tokens)}
+    body = operation.get("requestBody")
+    if (method, path) in BODIES:
+        assert body is not None, f"{method} {path} takes no body; remove it from BODIES"
+        kwargs.update(BODIES[(method, path)](caller, b))
+    elif body is not None and body.get("required"):
+        pytest.fail(f"{method} {path} needs a body; add a minimal valid one to BODIES")
+    return url, kwargs
+
+
+# -- the tests ---------------------------------------------------------------------------------
+
+
+def test_the_walk_covers_every_route(server):
+    walked = set(mounted_routes())
+    running = set(api_routes(server.app.routes))
+    assert running == walked, f"mounted but not walked: {sorted(running - walked)}; " \
+                              f"walked but not mounted: {sorted(walked - running)}"
+    assert len(walked) >= 20  # the foundation's identity, tenants, patients and audit routes
+    assert set(BODIES) <= walked, f"BODIES for routes that do not exist: {sorted(set(BODIES) - walked)}"
+
+
+@pytest.mark.parametrize("method,path,role", WALK)
+def test_tenant_a_cannot_reach_tenant_b(server, client, owner, callers, tenant_b, method, path, role):
+    caller = callers[role]
+    caller.tokens = login(client, caller.email, caller.password)  # fresh: the walk logs sessions out
+    url, kwargs = build_request(server, method, path, caller, tenant_b)
+
+    before = snapshot(owner, tenant_b)
+    r = client.request(method, url, **kwargs)
+    after = snapshot(owner, tenant_b)
+
+    what = f"{method} {url} as {role} of demo -> {r.status_code}: {r.text[:300]}"
+    assert r.status_code < 500, what
+    if r.status_code >= 400:
+        assert r.headers["content-type"] == PROBLEM_JSON, what
+        problem = r.json()
+        assert problem["status"] == r.status_code, what
+        assert not (r.status_code == 422 and "errors" in problem), \
+            f"the walk sent a malformed request, so the route was never really probed: {what}"
+    if path_params(path):
+        assert r.status_code in (403, 404), f"demo2's resource was not refused: {what}"
+    leaked = leaks(r, tenant_b, url)
+    assert not leaked, f"demo2 data in the answer {leaked}: {what}"
+    changed = changes(before, after)
+    assert not changed, f"demo2's data changed: {changed}; {what}"
+
+
+GET_BY_ID = [pytest.param(path, id=path) for method, path in mounted_routes() if method == "GET" and path_params(path)]
+
+
+@pytest.mark.parametrize("path", GET_BY_ID)
+def test_tenant_b_reaches_the_same_resources(server, client, tenant_b, path):
+    """Control: the ids the walk aims at are real and readable by demo2's own admin, so demo's
+    403/404 is tenant isolation and not a bogus id."""
+    admin = login(client, f"admin@{B}.carebase.local")
+    caller = Caller("admin", f"admin@{B}.carebase.local", PASSWORD, admin)
+    url, kwargs = build_request(server, "GET", path, caller, tenant_b)
+    r = client.get(url, **kwargs)
+    assert r.status_code == 200, f"GET {url} as demo2's admin -> {r.status_code}: {r.text[:300]}"
+    assert str(r.json()["id"]) in url
