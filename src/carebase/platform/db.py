@@ -5,6 +5,12 @@ owns no table, so PostgreSQL row-level security applies to everything it does. T
 account of the current transaction travel as ``app.tenant_id`` / ``app.account_id`` settings, set
 with ``set_config(..., is_local => true)`` so they vanish at commit and never leak to the next
 user of a pooled connection.
+
+``set_context`` leaves the context pending on the connection; it is sent just before the
+transaction's first statement — by the ``before_cursor_execute`` hook for SQLAlchemy statements,
+or inside the event store's own psycopg pipeline (``send_pending_context``), where it then costs
+no round trip of its own. A transaction that runs nothing sends nothing, and a pending context
+never outlives the checkout, so it cannot reach the next user of the connection.
 """
 
 from __future__ import annotations
@@ -14,9 +20,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-from sqlalchemy import MetaData
+from psycopg import AsyncConnection, pq
+from sqlalchemy import MetaData, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.util import await_only
 
 from carebase.settings import Settings
 
@@ -63,23 +71,65 @@ def libpq_url(url: URL) -> str:
     return url.set(drivername="postgresql").render_as_string(hide_password=False)
 
 
+_CONTEXT_SQL = "SELECT set_config('app.tenant_id', %s, true), set_config('app.account_id', %s, true)"
+_PENDING = "carebase.pending_context"
+
+
 def make_engine(url: URL, pool_size: int = 10) -> AsyncEngine:
     # No pre-ping: it costs a round trip on every checkout. A connection that died with its server
     # fails once; SQLAlchemy then recognises the disconnect and refreshes the whole pool.
-    return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=False,
-                               pool_recycle=1800)
+    engine = create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=False,
+                                 pool_recycle=1800)
+    event.listen(engine.sync_engine, "before_cursor_execute", _before_cursor_execute)
+    event.listen(engine.sync_engine.pool, "checkin", _forget_pending_context)
+    return engine
 
 
 async def set_context(
     session: AsyncSession, tenant_id: uuid.UUID | None = None, account_id: uuid.UUID | None = None
 ) -> None:
-    """Bind the current transaction to a tenant and an account for row-level security."""
-    # Straight to the driver: every transaction pays for this statement.
-    pg = (await (await session.connection()).get_raw_connection()).driver_connection
-    await pg.execute("SELECT set_config('app.tenant_id', %s, true), set_config('app.account_id', %s, true)",
-                     (str(tenant_id) if tenant_id else "", str(account_id) if account_id else ""))
+    """Bind the current transaction to a tenant and an account for row-level security.
+
+    Sent with the transaction's next statement, never later: until then nothing has run that RLS
+    could judge."""
+    conn = await session.connection()
+    conn.info[_PENDING] = (str(tenant_id) if tenant_id else "", str(account_id) if account_id else "")
     session.info["tenant_id"] = tenant_id
     session.info["account_id"] = account_id
+
+
+async def raw_connection(session: AsyncSession) -> tuple[AsyncConnection, dict]:
+    """The session's psycopg connection (same transaction) and its pool record's info dict."""
+    conn = await session.connection()
+    return (await conn.get_raw_connection()).driver_connection, conn.info
+
+
+async def send_pending_context(pg: AsyncConnection, info: dict) -> None:
+    """Queue the pending tenant context on a raw connection, ahead of the caller's statements
+    (inside the caller's pipeline, it costs no round trip of its own)."""
+    pending = info.pop(_PENDING, None)
+    if pending is not None:
+        await pg.execute(_CONTEXT_SQL, pending)
+
+
+def _before_cursor_execute(conn, cursor, statement, parameters, context, executemany) -> None:
+    pg = conn.connection.driver_connection
+    if pg.pgconn.pipeline_status != pq.PipelineStatus.OFF:
+        # Inside the event store's pipeline results are not read back, so a statement that
+        # returns rows would silently return nothing: projectors write, they never read.
+        upper = statement.lstrip().upper()
+        if upper.startswith(("SELECT", "WITH")) or " RETURNING " in upper:
+            raise RuntimeError("Projectors must only write (no SELECT, no RETURNING): "
+                               "they run in the event store's pipeline, where results are not read.")
+        return
+    pending = conn.info.pop(_PENDING, None)
+    if pending is not None:
+        await_only(pg.execute(_CONTEXT_SQL, pending))
+
+
+def _forget_pending_context(dbapi_connection, connection_record) -> None:
+    if connection_record is not None:
+        connection_record.info.pop(_PENDING, None)
 
 
 def current_tenant(session: AsyncSession) -> uuid.UUID | None:

@@ -26,6 +26,7 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 from sqlalchemy import (
+    event,
     BigInteger,
     Column,
     DateTime,
@@ -42,9 +43,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB, UUID, insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from carebase.platform import context, crypto, failpoints
-from carebase.platform.db import metadata
+from carebase.platform.db import metadata, raw_connection, send_pending_context
 from carebase.platform.errors import Conflict
 
 events = Table(
@@ -246,6 +248,40 @@ def _metadata(extra: dict[str, Any] | None) -> dict[str, Any]:
     return meta
 
 
+# Committed stream heads (version, hash) this process has written, so the next append to a stream
+# it just wrote needs no read first. Only committed heads get here (``_promote_heads``), and an
+# event, once committed, never changes: if another process has appended meanwhile, the insert of
+# the same version collides on (stream_id, version) and the caller gets its 409, exactly as with
+# a fresh read. Bounded; the oldest entries go first.
+_HEAD_CACHE: dict[uuid.UUID, tuple[int, bytes]] = {}
+_HEAD_CACHE_MAX = 100_000
+_PENDING_HEADS = "eventstore.pending_heads"
+
+
+def _known_head(session: AsyncSession, stream_id: uuid.UUID, expected_version: int | None) -> tuple[int, bytes] | None:
+    """The head to chain onto without reading it, when ``expected_version`` pins it down."""
+    if expected_version is None:
+        return None
+    if expected_version == 0:
+        return 0, GENESIS  # a new stream; an existing one collides on version 1
+    head = session.info.get(_PENDING_HEADS, {}).get(stream_id) or _HEAD_CACHE.get(stream_id)
+    return head if head is not None and head[0] == expected_version else None
+
+
+@event.listens_for(Session, "after_commit")
+def _promote_heads(sync_session: Session) -> None:
+    heads = sync_session.info.pop(_PENDING_HEADS, None)
+    if heads:
+        _HEAD_CACHE.update(heads)
+        while len(_HEAD_CACHE) > _HEAD_CACHE_MAX:
+            del _HEAD_CACHE[next(iter(_HEAD_CACHE))]
+
+
+@event.listens_for(Session, "after_rollback")
+def _drop_pending_heads(sync_session: Session) -> None:
+    sync_session.info.pop(_PENDING_HEADS, None)
+
+
 async def append(
     session: AsyncSession,
     *,
@@ -260,14 +296,23 @@ async def append(
 
     ``expected_version`` is the version the caller based its decision on (0 for a new stream);
     ``None`` appends after whatever is there (for commutative writes).
+
+    Projectors run inside a psycopg pipeline together with the inserts, so the whole append is
+    one round trip (two when the stream head has to be read first). They therefore only write,
+    and ``StoredEvent.position`` is filled in after they have run.
     """
-    # The hot path talks to psycopg directly (prepared statements, no ORM layer): appends are
-    # every write's cost. Same connection, same transaction as the session.
-    pg = (await (await session.connection()).get_raw_connection()).driver_connection
-    async with pg.cursor() as cur:
-        await cur.execute(_HEAD_SQL, (stream_id,))
-        head = await cur.fetchone()
-    current, prev = (head[0], bytes(head[1])) if head else (0, GENESIS)
+    # The hot path talks to psycopg directly (prepared statements, pipelined, no ORM layer):
+    # appends are every write's cost. Same connection, same transaction as the session.
+    pg, info = await raw_connection(session)
+    head = _known_head(session, stream_id, expected_version)
+    if head is None:
+        async with pg.pipeline():
+            await send_pending_context(pg, info)
+            cur = pg.cursor()
+            await cur.execute(_HEAD_SQL, (stream_id,))
+            row = await cur.fetchone()
+        head = (row[0], bytes(row[1])) if row else (0, GENESIS)
+    current, prev = head
     if expected_version is not None and current != expected_version:
         raise Conflict(
             f"This record was changed by someone else (version {current}, you had {expected_version}). "
@@ -276,7 +321,9 @@ async def append(
     meta = _metadata(metadata)
     now = datetime.now(UTC)
     ring = crypto.keyring()
-    rows = []
+    stored: list[StoredEvent] = []
+    logged: list[dict[str, Any]] = []  # each event's data as the log keeps it (PHI sealed)
+    hashes: list[bytes] = []
     for i, ev in enumerate(new_events, start=1):
         data = dict(ev.data)
         if ev.phi is not None:
@@ -291,29 +338,33 @@ async def append(
             "tenant_id": tenant_id, "stream_type": stream_type, "stream_id": stream_id,
             "version": current + i, "type": ev.type, "data": data, "metadata": meta, "recorded_at": now,
         }
-        row["hash"] = prev = ring.chain_hash(prev, _hash_body(row))
-        rows.append(row)
+        prev = ring.chain_hash(prev, _hash_body(row))
+        hashes.append(prev)
+        logged.append(data)
+        stored.append(StoredEvent(position=0, tenant_id=tenant_id, stream_type=stream_type, stream_id=stream_id,
+                                  version=current + i, type=ev.type, data=dict(ev.data), metadata=meta,
+                                  recorded_at=now, phi=ev.phi))
+    cursors = []
     try:
-        # A concurrent writer of the same stream makes (stream_id, version) collide here; the
-        # request's transaction is then rolled back as a whole.
-        positions = []
-        async with pg.cursor() as cur:
-            for r in rows:
-                await cur.execute(_INSERT_SQL, (r["tenant_id"], r["stream_type"], r["stream_id"], r["version"],
-                                                r["type"], Jsonb(r["data"]), Jsonb(r["metadata"]),
-                                                r["recorded_at"], r["hash"]))
-                positions.append((await cur.fetchone())[0])
+        async with pg.pipeline():
+            await send_pending_context(pg, info)
+            for ev, data, digest in zip(stored, logged, hashes, strict=True):
+                cur = pg.cursor()
+                await cur.execute(_INSERT_SQL, (tenant_id, stream_type, stream_id, ev.version, ev.type,
+                                                Jsonb(data), Jsonb(meta), now, digest))
+                cursors.append(cur)
+            for ev in stored:
+                await apply(session, ev)
+        for ev, cur in zip(stored, cursors, strict=True):
+            ev.position = (await cur.fetchone())[0]
     except psycopg.errors.UniqueViolation as exc:
+        if exc.diag.constraint_name != "uq_events_stream_id_version":
+            raise  # a projection's own constraint: the HTTP edge answers 409
+        # A concurrent writer of the same stream took this version; the transaction is rolled
+        # back as a whole.
         raise Conflict("Another change to this record was saved at the same moment. Reload it and try again.",
                        code="version-conflict") from exc
-    stored = [
-        StoredEvent(position=pos, tenant_id=tenant_id, stream_type=stream_type, stream_id=stream_id,
-                    version=r["version"], type=r["type"], data={k: v for k, v in r["data"].items() if k != "_phi"},
-                    metadata=meta, recorded_at=now, phi=ev.phi)
-        for pos, r, ev in zip(positions, rows, new_events, strict=True)
-    ]
-    for ev in stored:
-        await apply(session, ev)
+    session.info.setdefault(_PENDING_HEADS, {})[stream_id] = (stored[-1].version, hashes[-1])
     await failpoints.hit("eventstore.before_commit")
     return stored
 

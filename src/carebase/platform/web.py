@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
+import psycopg
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import HTTPException as FastAPIHTTPException
 from fastapi.exceptions import RequestValidationError
@@ -393,8 +394,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
 
 def unexpected_error(exc: Exception) -> DomainError:
-    orig = getattr(exc, "orig", None)
-    if isinstance(exc, IntegrityError) and getattr(orig, "sqlstate", None) == "23505":
+    # Through SQLAlchemy the driver's error is wrapped; from the event store's pipeline it is raw.
+    orig = getattr(exc, "orig", None) if isinstance(exc, IntegrityError) else exc
+    if isinstance(orig, psycopg.errors.UniqueViolation):
         # Two requests raced to create the same thing; the loser gets a retryable 409, not a 500.
         log.info("unique_violation", constraint=getattr(getattr(orig, "diag", None), "constraint_name", None))
         return Conflict("The same change was just made by another request. Reload and check before retrying.",
