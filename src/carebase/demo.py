@@ -5,14 +5,18 @@ Idempotent: running it again adds whatever is missing and changes nothing else.
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from carebase.encounters import service as encounters
 from carebase.identity import service as identity
 from carebase.patients import service as patients
 from carebase.platform.authz import Principal
 from carebase.platform.db import set_context
+from carebase.providers import service as providers
+from carebase.scheduling import service as scheduling
 from carebase.tenants import service as tenants
 
 DEMO_ROLES = ("admin", "doctor", "nurse", "receptionist", "pharmacist", "lab", "patient")
@@ -20,11 +24,16 @@ DEMO_ROLES = ("admin", "doctor", "nurse", "receptionist", "pharmacist", "lab", "
 TENANTS = (
     # slug, name, e-mail domain, timezone, demo patient
     ("demo", "Demo Clinic", "demo.carebase.local", "Asia/Kolkata",
-     {"given_name": "Asha", "family_name": "Verma", "birth_date": date(1987, 4, 12), "sex": "female",
-      "phone": "+919800000001", "email": "patient@demo.carebase.local", "mrn": "DEMO-0001"}),
+     {"given_name": "Asha", "family_name": "Verma", "birth_date": date(1987, 4, 12), "gender": "F",
+      "phone": "+919800000001", "email": "patient@demo.carebase.local", "mrn": "DEMO-0001", "country": "IN",
+      "timezone": "Asia/Kolkata", "preferred_language": "hi",
+      "emergency_contact": {"name": "Vikram Verma", "relationship": "spouse", "phone": "+919800000011"},
+      "consents": {"gdpr": True, "hipaa": True, "data_sharing": False}}),
     ("demo2", "Second Demo Clinic", "demo2.carebase.local", "Europe/Berlin",
-     {"given_name": "Ravi", "family_name": "Kumar", "birth_date": date(1979, 11, 3), "sex": "male",
-      "phone": "+919800000002", "email": "patient@demo2.carebase.local", "mrn": "DEMO2-0001"}),
+     {"given_name": "Ravi", "family_name": "Kumar", "birth_date": date(1979, 11, 3), "gender": "M",
+      "phone": "+919800000002", "email": "patient@demo2.carebase.local", "mrn": "DEMO2-0001", "country": "DE",
+      "timezone": "Europe/Berlin", "preferred_language": "en",
+      "consents": {"gdpr": True, "hipaa": False, "data_sharing": False}}),
 )
 
 
@@ -66,4 +75,101 @@ async def seed(session: AsyncSession, password: str) -> list[str]:
             await tenants.add_location(session, admin, name=location, address=None, timezone=None)
             await patients.register_patient(session, admin, account_id=accounts["patient"].id, **patient)
             created.append(f"patient {patient['mrn']}")
+        created += await _seed_providers(session, admin, slug, accounts["doctor"].id)
+        created += await _seed_schedule(session, admin, slug, accounts["doctor"].id, patient["mrn"])
+        created += await _seed_chart(session, Principal.of(accounts["doctor"].id, tenant.id, ["doctor"]),
+                                     patient["mrn"], tz)
     return created
+
+
+# slug -> directory entries; the first of each clinic is the demo doctor's own (linked to the login).
+# NPIs are made-up numbers with a valid check digit; "verify" entries are verified by the demo admin.
+PROVIDERS = {
+    "demo": (
+        {"npi": "1047293117", "license_number": "KMC-48213", "given_name": "Meera", "family_name": "Iyer",
+         "specialty": "Cardiology", "sub_specialty": "Interventional Cardiology",
+         "practice_name": "Demo Clinic Heart Centre", "country": "IN", "state_province": "Karnataka",
+         "city": "Bengaluru", "email": "doctor@demo.carebase.local", "phone": "+918040000001",
+         "languages": ["en", "hi", "kn"],
+         "education": [{"institution": "AIIMS New Delhi", "degree": "MBBS", "year": 2004},
+                       {"institution": "AIIMS New Delhi", "degree": "DM Cardiology", "year": 2011}],
+         "certifications": [{"name": "Fellow, Cardiological Society of India", "issuer": "CSI", "year": 2014}],
+         "telemedicine_enabled": True, "verify": True},
+        {"npi": "1152087346", "license_number": "KMC-51877", "given_name": "Arjun", "family_name": "Mehta",
+         "specialty": "Pediatrics", "practice_name": "Demo Clinic Children's Wing", "country": "IN",
+         "state_province": "Karnataka", "city": "Bengaluru", "languages": ["en", "hi", "gu"],
+         "education": [{"institution": "Grant Medical College", "degree": "MBBS", "year": 2009}],
+         "verify": True},
+        {"npi": "1269345025", "license_number": "MMC-2019-3310", "given_name": "Fatima", "family_name": "Khan",
+         "specialty": "Dermatology", "country": "IN", "state_province": "Maharashtra", "city": "Mumbai",
+         "languages": ["en", "hi", "ur"], "accepts_new_patients": False, "telemedicine_enabled": True},
+        {"npi": "1380462170", "given_name": "Rahul", "family_name": "Nair", "specialty": "Family Medicine",
+         "country": "IN", "state_province": "Kerala", "city": "Kochi", "languages": ["en", "ml"],
+         "telemedicine_enabled": True},
+    ),
+    "demo2": (
+        {"npi": "1493576080", "license_number": "AEKB-77120", "given_name": "Lena", "family_name": "Fischer",
+         "specialty": "Neurology", "practice_name": "Second Demo Clinic Neurology", "country": "DE",
+         "state_province": "Berlin", "city": "Berlin", "languages": ["de", "en"],
+         "certifications": [{"name": "Facharzt für Neurologie", "issuer": "Ärztekammer Berlin", "year": 2015}],
+         "telemedicine_enabled": True, "verify": True},
+    ),
+}
+
+
+async def _seed_providers(session: AsyncSession, admin: Principal, slug: str, doctor_account_id) -> list[str]:
+    created = []
+    for i, entry in enumerate(PROVIDERS.get(slug, ())):
+        values = {k: v for k, v in entry.items() if k != "verify"}
+        provider = await providers.provider_by_npi(session, admin, values["npi"])
+        if provider is None:
+            provider = await providers.register_provider(
+                session, admin, account_id=doctor_account_id if i == 0 else None, **values)
+            created.append(f"provider {values['npi']}")
+        if entry.get("verify") and not provider.verified:
+            await providers.verify_provider(session, admin, provider.id)
+    return created
+
+
+async def _seed_schedule(session: AsyncSession, admin: Principal, slug: str, doctor_account_id,
+                         mrn: str) -> list[str]:
+    """The demo doctor sees patients on weekdays 09:00-13:00 and 14:00-17:00 at the main location,
+    is away on the coming 25-26 December, and has one visit booked with the demo patient."""
+    provider = await providers.provider_of_account(session, admin, doctor_account_id)
+    location = (await tenants.list_locations(session, admin))[0]
+    if provider is None or await scheduling.get_availability(session, admin, provider.id, location.id):
+        return []
+    windows = [{"weekday": d, "starts": time(s), "ends": time(e), "slot_minutes": 15}
+               for d in range(5) for s, e in ((9, 13), (14, 17))]
+    await scheduling.set_availability(session, admin, provider.id, location_id=location.id, windows=windows)
+    tz = ZoneInfo(location.timezone)
+    today = datetime.now(tz).date()
+    christmas = date(today.year if (today.month, today.day) < (12, 25) else today.year + 1, 12, 25)
+    await scheduling.add_exception(session, admin, provider.id, reason="Public holiday",
+                                   starts_at=datetime.combine(christmas, time(0), tzinfo=tz),
+                                   ends_at=datetime.combine(christmas + timedelta(days=2), time(0), tzinfo=tz))
+    slots = await scheduling.free_slots(session, admin, provider.id, location_id=location.id,
+                                        start=today + timedelta(days=1), days=7)
+    patient = (await patients.search_patients(session, admin, q=mrn, limit=1, purpose="operations"))[0]
+    await scheduling.book(session, admin, patient_id=patient.id, provider_id=provider.id, location_id=location.id,
+                          type="office_visit", starts_at=slots[4].starts_at, reason_for_visit="Annual check-up")
+    return [f"schedule of provider {provider.npi}"]
+
+
+async def _seed_chart(session: AsyncSession, doctor: Principal, mrn: str, tz: str) -> list[str]:
+    """One past visit on the demo patient's chart, recorded and signed by the demo doctor."""
+    patient = (await patients.search_patients(session, doctor, q=mrn, limit=1, purpose="operations"))[0]
+    if (await encounters.chart(session, doctor, patient.id))["encounters"]:
+        return []
+    when = datetime.now(ZoneInfo(tz)).replace(hour=10, minute=0, second=0, microsecond=0) - timedelta(days=30)
+    await encounters.record_encounter(
+        session, doctor, patient.id, type="office_visit", occurred_at=when,
+        chief_complaint="Routine check-up; occasional headaches", diagnoses=["I10"], procedures=["99213"],
+        vitals={"systolic_mmhg": 142, "diastolic_mmhg": 90, "heart_rate_bpm": 74, "temperature_c": 36.7,
+                "weight_kg": 68.0, "height_cm": 162},
+        allergies=[{"substance": "Penicillin", "reaction": "rash", "severity": "moderate"}],
+        problems=[{"name": "Hypertension", "status": "active"}],
+        medications=[{"name": "Amlodipine", "dose": "5 mg", "frequency": "once daily"}],
+        lab_results=[], treatment_plan="Start amlodipine; reduce salt.",
+        follow_up_instructions="Blood pressure check in 4 weeks.", note="Stage 2 hypertension.")
+    return [f"encounter for {mrn}"]

@@ -4,18 +4,30 @@ A new capability is a new folder plus one line here.
 """
 
 from carebase.audit import models as _audit_models  # noqa: F401
+from carebase.encounters import events as _encounters_events  # noqa: F401
 from carebase.identity import events as _identity_events  # noqa: F401
+from carebase.notifications import models as _notifications_models  # noqa: F401
 from carebase.patients import events as _patients_events  # noqa: F401
 from carebase.platform import delivery as _delivery  # noqa: F401
 from carebase.platform import jobs as _jobs  # noqa: F401
 from carebase.platform import ratelimit as _ratelimit  # noqa: F401
 from carebase.platform import web as _web  # noqa: F401
+from carebase.providers import events as _providers_events  # noqa: F401
+from carebase.scheduling import events as _scheduling_events  # noqa: F401
+from carebase.scheduling import service as _scheduling_jobs  # noqa: F401  (the reminder job)
 from carebase.tenants import events as _tenants_events  # noqa: F401
 
 ROUTERS = (
     "carebase.identity.routes",
     "carebase.tenants.routes",
     "carebase.patients.routes",
+    "carebase.patients.pages",
+    "carebase.providers.routes",
+    "carebase.providers.pages",
+    "carebase.scheduling.routes",
+    "carebase.scheduling.pages",
+    "carebase.notifications.routes",
+    "carebase.encounters.routes",
     "carebase.audit.routes",
     "carebase.ops.routes",
     "carebase.streams.routes",

@@ -20,7 +20,8 @@ from tests.conftest import bearer, carebase_cli, demo_patient, login, run_db, te
 
 def _new_patient(client, token, given="Chain", family="Tester") -> dict:
     r = client.post("/api/v1/patients", headers=bearer(token),
-                    json={"given_name": given, "family_name": family, "birth_date": "1990-05-06"})
+                    json={"given_name": given, "family_name": family, "birth_date": "1990-05-06",
+                          "allow_duplicate": True})
     assert r.status_code == 201, r.text
     return r.json()
 

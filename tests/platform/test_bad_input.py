@@ -33,6 +33,7 @@ from hypothesis import strategies as st
 from psycopg import sql
 from pydantic import BaseModel, ValidationError
 
+from carebase.providers.codes import make_npi
 from tests.conftest import bearer, login, new_staff, unique_email
 
 PROBLEM_JSON = "application/problem+json"
@@ -165,8 +166,10 @@ def _candidates(f: Field) -> typing.Iterator[Any]:
     yield unique_email("fuzz")
     yield "+9198" + str(int(tag[:12], 16))[:8].rjust(8, "1")
     yield "123456"
+    yield make_npi(str(int(tag[:12], 16))[:9].rjust(9, "1"))  # a fresh, valid NPI (check digit)
     yield 1
     yield True
+    yield []  # a list field (an empty weekly template, say)
     for v in f.variants:  # last resort: the simplest string matching the field's pattern
         if "pattern" in v:
             if v["pattern"] not in _pattern_examples:
@@ -251,13 +254,47 @@ def form_login(fuzz):
 
 def _new_patient(f: Fuzz) -> str:
     r = f.client.post("/api/v1/patients", json={"given_name": "Fuzz", "family_name": "Target",
-                                                "birth_date": "1980-02-02"}, headers=bearer(f.token))
+                                                "birth_date": "1980-02-02", "allow_duplicate": True},
+                     headers=bearer(f.token))
     assert r.status_code == 201, r.text
     return r.json()["id"]
 
 
 def _new_location(f: Fuzz) -> str:
     r = f.client.post("/api/v1/locations", json={"name": "Fuzz target"}, headers=bearer(f.token))
+    assert r.status_code == 201, r.text
+    return r.json()["id"]
+
+
+def _new_provider(f: Fuzz) -> str:
+    r = f.client.post("/api/v1/providers", json={"npi": make_npi(f"{uuid.uuid4().int % 10**9:09d}"),
+                                                 "given_name": "Fuzz", "family_name": "Target",
+                                                 "specialty": "Cardiology", "country": "IN"}, headers=bearer(f.token))
+    assert r.status_code == 201, r.text
+    return r.json()["id"]
+
+
+def _new_appointment(f: Fuzz) -> str:
+    r = f.client.post("/api/v1/appointments", json={
+        "patient_id": _new_patient(f), "provider_id": _new_provider(f), "location_id": _new_location(f),
+        "type": "emergency", "starts_at": "2031-01-06T10:00:00Z"}, headers=bearer(f.token))
+    assert r.status_code == 201, r.text
+    return r.json()["id"]
+
+
+def _new_exception(f: Fuzz) -> str:
+    provider = _new_provider(f)
+    r = f.client.post(f"/api/v1/providers/{provider}/availability-exceptions", json={
+        "starts_at": "2031-01-01T00:00:00Z", "ends_at": "2031-01-02T00:00:00Z", "reason": "fuzz"},
+        headers=bearer(f.token))
+    assert r.status_code == 201, r.text
+    return r.json()["id"]
+
+
+def _new_encounter(f: Fuzz) -> str:
+    doctor = login(f.client, "doctor@demo.carebase.local")
+    r = f.client.post(f"/api/v1/patients/{_new_patient(f)}/encounters", json={"diagnoses": ["I10"]},
+                      headers=bearer(doctor))
     assert r.status_code == 201, r.text
     return r.json()["id"]
 
@@ -276,6 +313,8 @@ def _dead_job(f: Fuzz) -> str:
 
 
 PATH_FACTORIES = {"patient_id": _new_patient, "location_id": _new_location, "tenant_id": _own_tenant,
+                  "provider_id": _new_provider, "appointment_id": _new_appointment, "exception_id": _new_exception,
+                  "notification_id": lambda f: str(uuid.uuid4()), "encounter_id": _new_encounter,
                   "job_id": _dead_job}
 
 

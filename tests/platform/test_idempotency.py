@@ -23,7 +23,8 @@ def new_key() -> str:
 
 
 def patient_body(**extra) -> dict:
-    return {"given_name": f"Idem-{uuid.uuid4().hex[:12]}", "family_name": "B", "birth_date": "1990-01-01", **extra}
+    return {"given_name": f"Idem-{uuid.uuid4().hex[:12]}", "family_name": "B", "birth_date": "1990-01-01",
+            "allow_duplicate": True, **extra}
 
 
 def post_patient(client: httpx.Client, tokens: dict, body: dict, key: str | None) -> httpx.Response:

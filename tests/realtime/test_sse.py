@@ -72,7 +72,8 @@ def test_a_write_on_one_server_reaches_a_listener_on_another(backend, owner):
             listener = Listener(b.url, token, [channel])
             assert listener.next("ready")["channels"] == [channel]
             r = ca.post("/api/v1/patients", headers=bearer(token),
-                        json={"given_name": "Live", "family_name": "Update", "birth_date": "1999-09-09"})
+                        json={"given_name": "Live", "family_name": "Update", "birth_date": "1999-09-09",
+                              "allow_duplicate": True})
             assert r.status_code == 201
             started = time.time()
             msg = listener.next("message")

@@ -28,6 +28,7 @@ from fastapi.routing import APIRoute
 from psycopg import sql
 
 from carebase import domains
+from carebase.providers.codes import make_npi
 from tests.conftest import PASSWORD, bearer, dead_job, login, new_staff, unique_email
 from tests.tenancy.test_rls import tenant_tables
 
@@ -51,6 +52,13 @@ class TenantB:
     dead_job_id: int
     # Strings that must never reach tenant A: every id of demo2 and its patient's personal data.
     markers: set[str] = field(default_factory=set)
+    # demo2's directory entry (seeded): its id, and the values the search filters aim at.
+    provider_id: uuid.UUID | None = None
+    provider: dict[str, Any] = field(default_factory=dict)
+    appointment_id: uuid.UUID | None = None
+    exception_id: uuid.UUID | None = None
+    notification_id: uuid.UUID | None = None
+    encounter_id: uuid.UUID | None = None
 
 
 def _one(owner: psycopg.Connection, query: str, params: tuple) -> Any:
@@ -61,7 +69,7 @@ def _one(owner: psycopg.Connection, query: str, params: tuple) -> Any:
 
 def load_tenant_b(owner: psycopg.Connection) -> TenantB:
     tenant_id, tenant_name = _one(owner, "SELECT id, name FROM tenants WHERE slug = %s", (B,))
-    p = owner.execute("SELECT id, given_name, family_name, mrn, phone, email FROM patients "
+    p = owner.execute("SELECT id, given_name, family_name, mrn, phone, email, global_id, birth_date FROM patients "
                       "WHERE tenant_id = %s AND mrn = 'DEMO2-0001'", (tenant_id,)).fetchone()
     assert p is not None, "demo2's seeded patient is missing"
     membership = _one(owner, "SELECT m.id FROM memberships m JOIN accounts a ON a.id = m.account_id "
@@ -73,16 +81,30 @@ def load_tenant_b(owner: psycopg.Connection) -> TenantB:
     job = owner.execute("SELECT id FROM procrastinate_jobs WHERE status = 'failed' AND args->>'tenant_id' = %s "
                         "ORDER BY id LIMIT 1", (str(tenant_id),)).fetchone()
     b = TenantB(tenant_id, p[0], location, membership, admin,
-                dict(zip(("id", "given_name", "family_name", "mrn", "phone", "email"), p, strict=True)),
+                dict(zip(("id", "given_name", "family_name", "mrn", "phone", "email", "global_id", "birth_date"), p,
+                         strict=True)),
                 job[0] if job else dead_job(owner, tenant_id))
     ids = owner.execute("""
         SELECT id FROM patients WHERE tenant_id = %(t)s
         UNION SELECT id FROM locations WHERE tenant_id = %(t)s
         UNION SELECT id FROM memberships WHERE tenant_id = %(t)s
+        UNION SELECT id FROM providers WHERE tenant_id = %(t)s
         UNION SELECT account_id FROM memberships WHERE tenant_id = %(t)s AND account_id NOT IN (
             SELECT account_id FROM memberships WHERE tenant_id <> %(t)s)""", {"t": tenant_id}).fetchall()
     b.markers = {str(tenant_id), tenant_name, *(str(r[0]) for r in ids),
                  *(str(v) for k, v in b.patient.items() if k != "id" and v)}
+    row = owner.execute("SELECT id, npi, family_name, specialty, city, languages FROM providers "
+                        "WHERE tenant_id = %s ORDER BY created_at, id LIMIT 1", (tenant_id,)).fetchone()
+    assert row is not None, "demo2's seeded provider is missing"
+    b.provider_id = row[0]
+    b.provider = dict(zip(("id", "npi", "family_name", "specialty", "city", "languages"), row, strict=True))
+    b.appointment_id = _one(owner, "SELECT id FROM appointments WHERE tenant_id = %s ORDER BY created_at LIMIT 1",
+                            (tenant_id,))
+    b.exception_id = _one(owner, "SELECT id FROM availability_exceptions WHERE tenant_id = %s LIMIT 1", (tenant_id,))
+    b.notification_id = _one(owner, "SELECT id FROM notifications WHERE tenant_id = %s LIMIT 1", (tenant_id,))
+    b.encounter_id = _one(owner, "SELECT id FROM encounters WHERE tenant_id = %s LIMIT 1", (tenant_id,))
+    b.markers |= {str(b.appointment_id), str(b.exception_id), str(b.notification_id), str(b.encounter_id)}
+    b.markers |= {row[1], row[2]}  # its NPI and name (the specialty and city may well exist in demo too)
     return b
 
 
@@ -129,6 +151,11 @@ PATH_PARAMS: dict[str, Callable[[TenantB], Any]] = {
     "membership_id": lambda b: b.membership_id,
     "tenant_id": lambda b: b.tenant_id,
     "job_id": lambda b: b.dead_job_id,
+    "provider_id": lambda b: b.provider_id,
+    "appointment_id": lambda b: b.appointment_id,
+    "exception_id": lambda b: b.exception_id,
+    "notification_id": lambda b: b.notification_id,
+    "encounter_id": lambda b: b.encounter_id,
 }
 
 # Query parameters: demo2's values where the name refers to something of demo2's; None leaves the
@@ -140,6 +167,24 @@ QUERY_PARAMS: dict[str, Callable[[TenantB], Any] | None] = {
     "channel": lambda b: f"tenant:{b.tenant_id}:patients",  # demo2's live feed: must be refused
     "limit": None,
     "cursor": None,
+    "birth_date": lambda b: b.patient["birth_date"],
+    "provider_id": lambda b: b.provider_id,
+    "location_id": lambda b: b.location_id,
+    "start_date": lambda b: "2031-01-06",
+    "days": None,
+    "from": None,
+    "to": None,
+    "status": None,
+    "unread_only": None,
+    "government_id_system": None,
+    "government_id_value": None,
+    # The provider directory's filters, aimed at demo2's own provider.
+    "specialty": lambda b: b.provider["specialty"],
+    "language": lambda b: b.provider["languages"][0],
+    "city": lambda b: b.provider["city"],
+    "telemedicine_enabled": None,
+    "accepts_new_patients": None,
+    "verified": None,
 }
 
 
@@ -171,8 +216,33 @@ BODIES: dict[tuple[str, str], Callable[[Caller, TenantB], dict]] = {
     ("POST", "/api/v1/members"): lambda c, b: {"json": {"email": unique_email("walk"), "display_name": "Route Walk",
                                                         "role": "nurse"}},
     ("POST", "/api/v1/patients"): lambda c, b: {"json": {"given_name": "Route", "family_name": "Walker",
-                                                         "birth_date": "1990-01-01"}},
+                                                         "birth_date": "1990-01-01", "allow_duplicate": True}},
     ("PATCH", "/api/v1/patients/{patient_id}"): lambda c, b: {"json": {"given_name": "Overwritten"}},
+    ("PUT", "/api/v1/patients/{patient_id}/consents"): lambda c, b: {"json": {"data_sharing": True}},
+    ("POST", "/api/v1/patients/{patient_id}/merge"): lambda c, b: {"json": {"into": str(b.patient_id)}},
+    # demo2's tenant in the token, so the lookup runs under demo2's context: it must still find nothing.
+    ("POST", "/api/v1/patient-email-verifications"): lambda c, b: {"json": {"token": f"{b.tenant_id.hex}.forged"}},
+    ("PATCH", "/api/v1/me/patient"): lambda c, b: {"json": {"preferred_language": "en"}},
+    ("PUT", "/api/v1/me/patient/consents"): lambda c, b: {"json": {"data_sharing": True}},
+    ("POST", "/api/v1/providers"): lambda c, b: {"json": {
+        "npi": make_npi(f"{uuid.uuid4().int % 10**9:09d}"), "given_name": "Route", "family_name": "Walker",
+        "specialty": b.provider["specialty"], "country": "IN"}},
+    ("PATCH", "/api/v1/providers/{provider_id}"): lambda c, b: {"json": {"city": "Overwritten"}},
+    ("PUT", "/api/v1/providers/{provider_id}/availability"): lambda c, b: {"json": {
+        "location_id": str(b.location_id), "windows": [{"weekday": 0, "starts": "08:00", "ends": "09:00"}]}},
+    ("POST", "/api/v1/providers/{provider_id}/availability-exceptions"): lambda c, b: {"json": {
+        "starts_at": "2031-01-01T00:00:00Z", "ends_at": "2031-01-02T00:00:00Z", "reason": "walk"}},
+    # Everything demo2's: a demo caller must not be able to book into it.
+    ("POST", "/api/v1/appointments"): lambda c, b: {"json": {
+        "patient_id": str(b.patient_id), "provider_id": str(b.provider_id), "location_id": str(b.location_id),
+        "type": "emergency", "starts_at": "2031-01-06T10:00:00Z"}},
+    ("POST", "/api/v1/patients/{patient_id}/encounters"): lambda c, b: {"json": {"diagnoses": ["I10"]}},
+    ("POST", "/api/v1/encounters/{encounter_id}/amendments"): lambda c, b: {"json": {
+        "field": "note", "value": "walk", "reason": "route walk"}},
+    ("POST", "/api/v1/appointments/{appointment_id}/status"): lambda c, b: {"json": {"status": "cancelled",
+                                                                                     "reason": "walk"}},
+    ("POST", "/api/v1/appointments/{appointment_id}/reschedule"): lambda c, b: {"json": {
+        "starts_at": "2031-01-06T11:00:00Z"}},
 }
 
 
@@ -228,7 +298,7 @@ def callers(backend, server) -> dict[str, Caller]:
                 admin = login(client, "admin@demo.carebase.local")
                 r = client.post("/api/v1/patients", headers=bearer(admin), json={
                     "given_name": "Walk", "family_name": "Patient", "birth_date": "1991-02-03",
-                    "account_id": r.json()["id"]})
+                    "account_id": r.json()["id"], "allow_duplicate": True})
                 assert r.status_code == 201, r.text
             else:
                 staff = new_staff(client, owner, role)
@@ -328,4 +398,6 @@ def test_tenant_b_reaches_the_same_resources(server, client, tenant_b, path):
     url, kwargs = build_request(server, "GET", path, caller, tenant_b)
     r = client.get(url, **kwargs)
     assert r.status_code == 200, f"GET {url} as demo2's admin -> {r.status_code}: {r.text[:300]}"
-    assert str(r.json()["id"]) in url
+    body = r.json()
+    if isinstance(body, dict) and "id" in body:  # a record (lists and charts: the 200 is the proof)
+        assert str(body["id"]) in url

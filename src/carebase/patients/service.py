@@ -1,27 +1,35 @@
-"""The patient register: create, read (always audited), correct, erase.
+"""The patient register: register (with duplicate checks), find, read (always audited), correct,
+consents, e-mail verification, merge and erase.
 
-Reads go through ``get_patient``/``search_patients`` only, and each records who read whom and
-why in the read audit before returning anything.
+Reads go through ``get_patient``/``search_patients``/``own_patient`` only, and each records who
+read whom and why in the read audit before returning anything.
 """
 
 from __future__ import annotations
 
+import re
+import secrets
 import uuid
-from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from dataclasses import dataclass, fields
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+from urllib.parse import quote
 
-from sqlalchemy import or_, select
+from sqlalchemy import and_, func, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from carebase.audit import service as audit
 from carebase.patients import events as ev
-from carebase.patients.models import patients
-from carebase.platform import eventstore, realtime
+from carebase.patients.models import CONSENT_KINDS, patient_email_verifications, patients
+from carebase.platform import crypto, delivery, eventstore, realtime
 from carebase.platform.authz import Principal, require, require_tenant
+from carebase.platform.db import set_context
 from carebase.platform.errors import Conflict, NotFound, ValidationFailed
 from carebase.platform.eventstore import NewEvent
 from carebase.platform.ids import new_id
+from carebase.settings import get_settings
 
+EMAIL_VERIFICATION_TTL = timedelta(days=3)
 
 # Live register updates for front desks and clinicians (ids only; details via the audited API).
 realtime.topic("patients", "read:patients")
@@ -36,27 +44,94 @@ class Patient:
     id: uuid.UUID
     tenant_id: uuid.UUID
     mrn: str
+    global_id: str | None
     given_name: str | None
     family_name: str | None
     birth_date: date | None
-    sex: str | None
+    gender: str
     phone: str | None
     email: str | None
+    email_verified_at: datetime | None
+    country: str | None
+    timezone: str | None
+    preferred_language: str | None
+    emergency_contact_name: str | None
+    emergency_contact_relationship: str | None
+    emergency_contact_phone: str | None
+    gdpr_consent_at: datetime | None
+    gdpr_withdrawn_at: datetime | None
+    hipaa_consent_at: datetime | None
+    hipaa_withdrawn_at: datetime | None
+    data_sharing_consent_at: datetime | None
+    data_sharing_withdrawn_at: datetime | None
+    government_id_system: str | None
+    government_id_last4: str | None
     account_id: uuid.UUID | None
+    merged_into: uuid.UUID | None
     created_at: datetime
     updated_at: datetime
     erased_at: datetime | None
     version: int
 
+    def consents(self) -> dict[str, dict[str, Any]]:
+        out = {}
+        for kind in CONSENT_KINDS:
+            given_at, withdrawn_at = getattr(self, f"{kind}_consent_at"), getattr(self, f"{kind}_withdrawn_at")
+            out[kind] = {"given": given_at is not None and withdrawn_at is None, "given_at": given_at,
+                         "withdrawn_at": withdrawn_at}
+        return out
+
+
+_FIELDS = [f.name for f in fields(Patient)]
+
 
 def _patient(r) -> Patient:
-    return Patient(r.id, r.tenant_id, r.mrn, r.given_name, r.family_name, r.birth_date, r.sex, r.phone, r.email,
-                   r.account_id, r.created_at, r.updated_at, r.erased_at, r.version)
+    m = r._mapping
+    return Patient(**{f: m[f] for f in _FIELDS})
+
+
+@dataclass
+class DuplicateCandidate:
+    patient: Patient
+    matched_on: list[str]
+
+
+class PossibleDuplicates(Conflict):
+    def __init__(self, candidates: list[DuplicateCandidate]):
+        # keep_writes: the refusal itself showed these patients, and that read stays audited.
+        super().__init__(
+            f"{len(candidates)} patient(s) here look like the same person. Check them; to register anyway, "
+            "send the request again with \"allow_duplicate\": true.", code="possible-duplicates", keep_writes=True,
+            candidates=[{"id": str(c.patient.id), "global_id": c.patient.global_id, "mrn": c.patient.mrn,
+                         "given_name": c.patient.given_name, "family_name": c.patient.family_name,
+                         "birth_date": c.patient.birth_date.isoformat() if c.patient.birth_date else None,
+                         "matched_on": c.matched_on} for c in candidates])
+        self.candidates = candidates
 
 
 def _check_birth_date(d: date | None) -> None:
     if d is not None and (d > datetime.now(UTC).date() or d.year < 1880):
         raise ValidationFailed("The birth date must be in the past (and after 1880).", code="bad-birth-date")
+
+
+def _luhn_digit(digits: str) -> str:
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = int(ch) * (2 if i % 2 == 0 else 1)
+        total += d - 9 if d > 9 else d
+    return str((10 - total % 10) % 10)
+
+
+def global_id_for(country: str | None, number: int) -> str:
+    """``WXQ-<country>-<8 digits><check digit>``: unique because the number comes from a sequence,
+    and the Luhn digit catches a mistyped digit or two swapped ones."""
+    digits = f"{number:08d}"
+    return f"WXQ-{country or 'XX'}-{digits}{_luhn_digit(digits)}"
+
+
+def _government_id(system: str, value: str) -> tuple[str, str]:
+    normalized = re.sub(r"[\s-]", "", value).upper()
+    return crypto.keyring().keyed_hash(f"government-id:{system}:{normalized}"), normalized[-4:]
 
 
 async def _load(session: AsyncSession, tenant_id: uuid.UUID, patient_id: uuid.UUID) -> Patient:
@@ -67,74 +142,357 @@ async def _load(session: AsyncSession, tenant_id: uuid.UUID, patient_id: uuid.UU
     return _patient(r)
 
 
+def _active():
+    return and_(patients.c.erased_at.is_(None), patients.c.merged_into.is_(None))
+
+
+async def find_duplicates(session: AsyncSession, principal: Principal, *, given_name: str, family_name: str,
+                          birth_date: date, phone: str | None, email: str | None) -> list[DuplicateCandidate]:
+    """Patients of this tenant with the same name and birth date, or the same phone or e-mail."""
+    require(principal, "write:patients")
+    tenant_id = require_tenant(principal)
+    folded = ev.fold(f"{given_name} {family_name}")
+    same_person = and_(patients.c.search_name == folded, patients.c.birth_date == birth_date)
+    conditions = [same_person]
+    if phone:
+        conditions.append(patients.c.phone == phone)
+    if email:
+        conditions.append(func.lower(patients.c.email) == email.lower())
+    rows = (await session.execute(select(patients).where(patients.c.tenant_id == tenant_id, _active(),
+                                                         or_(*conditions)).limit(20))).all()
+    found = []
+    for r in rows:
+        p = _patient(r)
+        matched = []
+        if r.search_name == folded and p.birth_date == birth_date:
+            matched.append("name+birth_date")
+        if phone and p.phone == phone:
+            matched.append("phone")
+        if email and p.email and p.email.lower() == email.lower():
+            matched.append("email")
+        found.append(DuplicateCandidate(p, matched))
+    await audit.record_reads(session, principal, patient_ids=[c.patient.id for c in found], record_type="Patient",
+                             purpose="operations")
+    return found
+
+
+def _phi_of(values: dict[str, Any]) -> dict[str, Any]:
+    phi = {}
+    for k in ev.PHI_FIELDS:
+        if k in values:
+            v = values[k]
+            phi[k] = v.isoformat() if isinstance(v, date) else v
+    return phi
+
+
+def _flatten_contact(values: dict[str, Any]) -> dict[str, Any]:
+    if "emergency_contact" in values:
+        contact = values.pop("emergency_contact") or {}
+        values["emergency_contact_name"] = contact.get("name")
+        values["emergency_contact_relationship"] = contact.get("relationship")
+        values["emergency_contact_phone"] = contact.get("phone")
+    return values
+
+
+def _consent_events(consents: dict[str, bool | None] | None) -> list[NewEvent]:
+    return [NewEvent(ev.CONSENT_CHANGED, {"kind": kind, "given": given})
+            for kind, given in (consents or {}).items() if given is not None]
+
+
 async def register_patient(session: AsyncSession, principal: Principal, *, given_name: str, family_name: str,
-                           birth_date: date, sex: str, phone: str | None, email: str | None, mrn: str | None,
-                           account_id: uuid.UUID | None) -> Patient:
+                           birth_date: date, gender: str = "U", phone: str | None = None, email: str | None = None,
+                           country: str | None = None, timezone: str | None = None,
+                           preferred_language: str | None = "en", emergency_contact: dict | None = None,
+                           government_id: dict | None = None, consents: dict | None = None,
+                           mrn: str | None = None, account_id: uuid.UUID | None = None,
+                           allow_duplicate: bool = False) -> Patient:
     require(principal, "write:patients")
     tenant_id = require_tenant(principal)
     _check_birth_date(birth_date)
+    if not allow_duplicate:
+        candidates = await find_duplicates(session, principal, given_name=given_name, family_name=family_name,
+                                           birth_date=birth_date, phone=phone, email=email)
+        if candidates:
+            raise PossibleDuplicates(candidates)
     patient_id = new_id()
     mrn = mrn or "P" + patient_id.hex[-8:].upper()
     taken = (await session.execute(select(patients.c.id).where(patients.c.tenant_id == tenant_id,
                                                                patients.c.mrn == mrn))).first()
     if taken:
         raise Conflict(f"Medical record number {mrn} is already in use here.", code="mrn-taken")
+    number = (await session.execute(text("SELECT nextval('patient_global_numbers')"))).scalar_one()
+    data: dict[str, Any] = {"mrn": mrn, "global_id": global_id_for(country, number), "gender": gender,
+                            "country": country, "timezone": timezone, "preferred_language": preferred_language,
+                            "account_id": str(account_id) if account_id else None}
+    if government_id:
+        digest, last4 = _government_id(government_id["system"], government_id["value"])
+        data.update(government_id_system=government_id["system"], government_id_hash=digest,
+                    government_id_last4=last4)
+    values = _flatten_contact({"given_name": given_name, "family_name": family_name, "birth_date": birth_date,
+                               "phone": phone, "email": email, "emergency_contact": emergency_contact})
     await eventstore.append(
         session, stream_type="patient", stream_id=patient_id, tenant_id=tenant_id, expected_version=0,
-        new_events=[NewEvent(ev.REGISTERED, {"mrn": mrn, "sex": sex,
-                                             "account_id": str(account_id) if account_id else None},
-                             phi={"given_name": given_name, "family_name": family_name,
-                                  "birth_date": birth_date.isoformat(), "phone": phone, "email": email})])
+        new_events=[NewEvent(ev.REGISTERED, data, phi=_phi_of(values)), *_consent_events(consents)])
+    if email:
+        await _send_email_verification(session, tenant_id, patient_id, email)
     await _announce(session, tenant_id, "patient.registered", patient_id)
     return await _load(session, tenant_id, patient_id)
 
 
+def _may_read(principal: Principal, patient: Patient) -> bool:
+    return principal.can("read:patients") or (
+        principal.can("read:own_record") and patient.account_id is not None
+        and patient.account_id == principal.account_id)
+
+
 async def get_patient(session: AsyncSession, principal: Principal, patient_id: uuid.UUID,
                       purpose: str | None = None) -> Patient:
+    """One patient. A merged record comes back as it is, with ``merged_into`` set (the API redirects)."""
     tenant_id = require_tenant(principal)
     patient = await _load(session, tenant_id, patient_id)
-    if not principal.can("read:patients"):
+    if not _may_read(principal, patient):
         # A patient may read their own record and nobody else's (404, not 403: no probing).
-        if not (principal.can("read:own_record") and patient.account_id == principal.account_id):
-            raise NotFound("No such patient in your organization.", code="patient-not-found")
+        raise NotFound("No such patient in your organization.", code="patient-not-found")
     await audit.record_reads(session, principal, patient_ids=[patient.id], record_type="Patient",
                              record_id=patient.id, purpose=audit.purpose_of(principal, purpose))
     return patient
 
 
-async def search_patients(session: AsyncSession, principal: Principal, *, q: str | None, limit: int,
-                          purpose: str | None = None) -> list[Patient]:
+_UUID = re.compile(r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$")
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_PHONE = re.compile(r"^\+?[0-9 ()-]{7,20}$")
+
+
+def _name_query(q: str) -> str | None:
+    """'Ash Ver' -> 'ash:* & ver:*' (every word a prefix), safe for to_tsquery."""
+    words = ev.fold(q).split()
+    return " & ".join(f"{w}:*" for w in words) or None
+
+
+def _search_condition(q: str):
+    q = q.strip()
+    if q.upper().startswith("WXQ-"):
+        return patients.c.global_id == q.upper()
+    if _UUID.match(q):
+        return patients.c.id == uuid.UUID(q)
+    if "@" in q:
+        return func.lower(patients.c.email) == q.lower()
+    if _DATE.match(q):
+        try:
+            return patients.c.birth_date == date.fromisoformat(q)
+        except ValueError:
+            raise ValidationFailed(f"{q!r} is not a real date.", code="bad-date") from None
+    if _PHONE.match(q) and sum(c.isdigit() for c in q) >= 7:
+        digits = "".join(c for c in q if c.isdigit())
+        return or_(patients.c.phone == "+" + digits, patients.c.phone.like(f"%{digits}"))
+    names = _name_query(q)
+    by_name = text("patients.search_vector @@ to_tsquery('simple', :tsq)").bindparams(tsq=names) if names else None
+    by_mrn = func.upper(patients.c.mrn) == q.upper()
+    return or_(by_name, by_mrn) if by_name is not None else by_mrn
+
+
+async def search_patients(session: AsyncSession, principal: Principal, *, q: str | None = None,
+                          birth_date: date | None = None, government_id: tuple[str, str] | None = None,
+                          limit: int = 50, purpose: str | None = None) -> list[Patient]:
+    """Find patients by name prefix (accents and case ignored), phone, e-mail, global id, MRN, id
+    or birth date (all through ``q``), narrowed by ``birth_date`` and a government identifier."""
     require(principal, "read:patients")
     tenant_id = require_tenant(principal)
-    query = select(patients).where(patients.c.tenant_id == tenant_id, patients.c.erased_at.is_(None))
-    if q:
-        like = f"%{q.replace('%', '').replace('_', '')}%"
-        query = query.where(or_(patients.c.family_name.ilike(like), patients.c.given_name.ilike(like),
-                                patients.c.mrn.ilike(like)))
-    rows = (await session.execute(query.order_by(patients.c.family_name, patients.c.id).limit(limit))).all()
+    query = select(patients).where(patients.c.tenant_id == tenant_id, _active())
+    if q and q.strip():
+        query = query.where(_search_condition(q))
+    if birth_date is not None:
+        query = query.where(patients.c.birth_date == birth_date)
+    if government_id is not None:
+        digest, _ = _government_id(*government_id)
+        query = query.where(patients.c.government_id_hash == digest)
+    rows = (await session.execute(query.order_by(patients.c.family_name, patients.c.given_name, patients.c.id)
+                                  .limit(limit))).all()
     found = [_patient(r) for r in rows]
     await audit.record_reads(session, principal, patient_ids=[p.id for p in found], record_type="Patient",
                              purpose=audit.purpose_of(principal, purpose))
     return found
 
 
+async def _change(session: AsyncSession, patient: Patient, expected_version: int | None,
+                  changes: dict[str, Any]) -> Patient:
+    if patient.erased_at:
+        raise Conflict("This patient's data was erased.", code="patient-erased")
+    if patient.merged_into:
+        raise Conflict("This record was merged into another one; change that one.", code="patient-merged",
+                       merged_into=str(patient.merged_into))
+    _check_birth_date(changes.get("birth_date"))
+    changes = _flatten_contact(dict(changes))
+    phi = _phi_of(changes)
+    if "given_name" in phi or "family_name" in phi:
+        phi["search_name"] = ev.fold(f"{phi.get('given_name', patient.given_name) or ''} "
+                                     f"{phi.get('family_name', patient.family_name) or ''}")
+    data = {k: changes[k] for k in ev.PLAIN_FIELDS if k in changes}
+    if not phi and not data:
+        return patient
+    await eventstore.append(session, stream_type="patient", stream_id=patient.id, tenant_id=patient.tenant_id,
+                            expected_version=expected_version if expected_version is not None else patient.version,
+                            new_events=[NewEvent(ev.UPDATED, data, phi=phi or None)])
+    if changes.get("email") and changes["email"] != patient.email:
+        await _send_email_verification(session, patient.tenant_id, patient.id, changes["email"])
+    await _announce(session, patient.tenant_id, "patient.updated", patient.id)
+    return await _load(session, patient.tenant_id, patient.id)
+
+
 async def update_patient(session: AsyncSession, principal: Principal, patient_id: uuid.UUID, *,
                          expected_version: int | None, changes: dict) -> Patient:
     require(principal, "write:patients")
+    return await _change(session, await _load(session, require_tenant(principal), patient_id), expected_version,
+                         changes)
+
+
+async def names_of(session: AsyncSession, principal: Principal, patient_ids: list[uuid.UUID],
+                   purpose: str | None = None) -> dict[uuid.UUID, str]:
+    """Display names for lists (calendars, queues), each one shown recorded in the read audit."""
+    require(principal, "read:patients")
     tenant_id = require_tenant(principal)
-    patient = await _load(session, tenant_id, patient_id)
-    if patient.erased_at:
-        raise Conflict("This patient's data was erased.", code="patient-erased")
-    _check_birth_date(changes.get("birth_date"))
-    phi = {k: (v.isoformat() if isinstance(v, date) else v) for k, v in changes.items() if k in ev.PHI_FIELDS}
-    data = {k: v for k, v in changes.items() if k == "sex"}
-    if not phi and not data:
+    if not patient_ids:
+        return {}
+    rows = (await session.execute(select(patients.c.id, patients.c.given_name, patients.c.family_name).where(
+        patients.c.tenant_id == tenant_id, patients.c.id.in_(patient_ids)))).all()
+    await audit.record_reads(session, principal, patient_ids=[r.id for r in rows], record_type="Patient",
+                             purpose=audit.purpose_of(principal, purpose))
+    return {r.id: f"{r.family_name or '(erased)'}, {r.given_name or ''}".strip(", ") for r in rows}
+
+
+async def account_of(session: AsyncSession, tenant_id: uuid.UUID, patient_id: uuid.UUID) -> uuid.UUID | None:
+    """The patient's own login, for notices sent to them (no PHI, so no read to audit)."""
+    return (await session.execute(select(patients.c.account_id).where(
+        patients.c.id == patient_id, patients.c.tenant_id == tenant_id, patients.c.erased_at.is_(None)))).scalar()
+
+
+# -- the patient's own record ------------------------------------------------------------------
+
+
+async def _own(session: AsyncSession, principal: Principal) -> Patient:
+    require(principal, "read:own_record")
+    tenant_id = require_tenant(principal)
+    r = (await session.execute(select(patients).where(
+        patients.c.tenant_id == tenant_id, patients.c.account_id == principal.account_id, _active()))).first()
+    if r is None:
+        raise NotFound("Your account is not linked to a patient record here yet; ask the front desk.",
+                       code="no-patient-record")
+    return _patient(r)
+
+
+async def own_patient(session: AsyncSession, principal: Principal) -> Patient:
+    patient = await _own(session, principal)
+    await audit.record_reads(session, principal, patient_ids=[patient.id], record_type="Patient",
+                             record_id=patient.id, purpose="patient-request")
+    return patient
+
+
+async def update_own_profile(session: AsyncSession, principal: Principal, *, expected_version: int | None,
+                             changes: dict) -> Patient:
+    require(principal, "manage:own_profile")
+    return await _change(session, await _own(session, principal), expected_version, changes)
+
+
+async def set_consents(session: AsyncSession, principal: Principal, patient_id: uuid.UUID | None,
+                       consents: dict[str, bool | None]) -> Patient:
+    """Give or withdraw consents, each stamped with the time; ``patient_id`` None: the caller's own."""
+    if patient_id is None:
+        require(principal, "manage:own_profile")
+        patient = await _own(session, principal)
+    else:
+        require(principal, "write:patients")
+        patient = await _load(session, require_tenant(principal), patient_id)
+    if patient.erased_at or patient.merged_into:
+        raise Conflict("This record can no longer be changed (erased or merged).", code="patient-inactive")
+    current = patient.consents()
+    changes = {k: v for k, v in consents.items() if v is not None and current[k]["given"] != v}
+    events = _consent_events(changes)
+    if not events:
         return patient
-    await eventstore.append(session, stream_type="patient", stream_id=patient_id, tenant_id=tenant_id,
-                            expected_version=expected_version if expected_version is not None else patient.version,
-                            new_events=[NewEvent(ev.UPDATED, data, phi=phi or None)])
-    await _announce(session, tenant_id, "patient.updated", patient_id)
-    return await _load(session, tenant_id, patient_id)
+    await eventstore.append(session, stream_type="patient", stream_id=patient.id, tenant_id=patient.tenant_id,
+                            expected_version=patient.version, new_events=events)
+    return await _load(session, patient.tenant_id, patient.id)
+
+
+# -- e-mail verification -----------------------------------------------------------------------
+
+
+async def _send_email_verification(session: AsyncSession, tenant_id: uuid.UUID, patient_id: uuid.UUID,
+                                   email: str) -> None:
+    # The tenant travels in the token (it is not secret) so the public confirm step can bind the
+    # right tenant before it looks the token up under row-level security.
+    token = f"{tenant_id.hex}.{secrets.token_urlsafe(24)}"
+    now = datetime.now(UTC)
+    await session.execute(patient_email_verifications.insert().values(
+        token_hash=crypto.keyring().keyed_hash(token), tenant_id=tenant_id, patient_id=patient_id, email=email,
+        expires_at=now + EMAIL_VERIFICATION_TTL, created_at=now))
+    settings = get_settings()
+    base = settings.public_url or f"http://{settings.host}:{settings.port}"
+    await delivery.send_email(
+        session, email, "Confirm your e-mail address for Carebase",
+        "Your clinic registered this e-mail address for your patient record.\n\n"
+        f"Open this link within {EMAIL_VERIFICATION_TTL.days} days to confirm it:\n"
+        f"{base}/verify-email?token={quote(token)}\n\nOr use this code: {token}\n\n"
+        "If you do not know this clinic, ignore this message.")
+
+
+async def resend_email_verification(session: AsyncSession, principal: Principal, patient_id: uuid.UUID | None) -> None:
+    patient = await _own(session, principal) if patient_id is None else await _load(
+        session, require_tenant(principal), patient_id)
+    if patient_id is not None:
+        require(principal, "write:patients")
+    if not patient.email:
+        raise ValidationFailed("This patient has no e-mail address to verify.", code="no-email")
+    if patient.email_verified_at:
+        raise Conflict("This e-mail address is already verified.", code="email-already-verified")
+    await _send_email_verification(session, patient.tenant_id, patient.id, patient.email)
+
+
+async def confirm_email(session: AsyncSession, token: str) -> None:
+    invalid = ValidationFailed("This verification link is invalid, used or expired. Ask for a new one.",
+                               code="bad-verification-token")
+    tenant_hex, _, _ = token.partition(".")
+    try:
+        tenant_id = uuid.UUID(hex=tenant_hex)
+    except ValueError:
+        raise invalid from None
+    await set_context(session, tenant_id, None)
+    row = (await session.execute(select(patient_email_verifications).where(
+        patient_email_verifications.c.token_hash == crypto.keyring().keyed_hash(token)).with_for_update())).first()
+    if row is None or row.used_at is not None or row.expires_at < datetime.now(UTC):
+        raise invalid
+    patient = await _load(session, tenant_id, row.patient_id)
+    if patient.email != row.email:
+        raise ValidationFailed("The e-mail address changed since this link was sent; use the newest link.",
+                               code="bad-verification-token")
+    await session.execute(patient_email_verifications.update().where(
+        patient_email_verifications.c.token_hash == row.token_hash).values(used_at=datetime.now(UTC)))
+    await eventstore.append(session, stream_type="patient", stream_id=patient.id, tenant_id=tenant_id,
+                            expected_version=patient.version,
+                            new_events=[NewEvent(ev.EMAIL_VERIFIED, {}, phi={"email": row.email})])
+
+
+# -- merge and erase ---------------------------------------------------------------------------
+
+
+async def merge_patients(session: AsyncSession, principal: Principal, source_id: uuid.UUID,
+                         into_id: uuid.UUID) -> Patient:
+    """Mark ``source_id`` as the same person as ``into_id``; the source then redirects there."""
+    require(principal, "write:patients")
+    tenant_id = require_tenant(principal)
+    source = await _load(session, tenant_id, source_id)
+    target = await _load(session, tenant_id, into_id)
+    if source.id == target.id:
+        raise ValidationFailed("A record cannot be merged into itself.", code="merge-into-self")
+    for p, role in ((source, "merged"), (target, "kept")):
+        if p.erased_at or p.merged_into:
+            raise Conflict(f"The record to be {role} is erased or already merged.", code="patient-inactive",
+                           patient_id=str(p.id))
+    await eventstore.append(session, stream_type="patient", stream_id=source.id, tenant_id=tenant_id,
+                            expected_version=source.version,
+                            new_events=[NewEvent(ev.MERGED, {"into": str(target.id)})])
+    await _announce(session, tenant_id, "patient.merged", source.id)
+    return target
 
 
 async def erase_patient(session: AsyncSession, principal: Principal, patient_id: uuid.UUID) -> None:

@@ -19,15 +19,19 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "admin": frozenset({
         "read:patients", "write:patients", "erase:patients", "read:audit", "manage:members",
         "manage:settings", "manage:locations", "read:members", "manage:jobs",
+        "read:providers", "write:providers", "verify:providers", "manage:schedules", "manage:appointments",
     }),
     "doctor": frozenset({"read:patients", "write:patients", "manage:prescriptions", "manage:appointments",
-                         "read:members"}),
-    "nurse": frozenset({"read:patients", "write:patients", "manage:appointments", "read:members"}),
-    "receptionist": frozenset({"read:patients", "write:patients", "manage:appointments", "read:members"}),
-    "pharmacist": frozenset({"read:own_inventory", "manage:own_inventory", "read:own_orders", "manage:own_orders"}),
-    "lab": frozenset({"read:lab_orders", "manage:lab_results"}),
+                         "write:charts", "read:members", "read:providers"}),
+    "nurse": frozenset({"read:patients", "write:patients", "manage:appointments", "read:members", "write:charts",
+                        "read:providers"}),
+    "receptionist": frozenset({"read:patients", "write:patients", "manage:appointments", "read:members",
+                               "read:providers", "manage:schedules"}),
+    "pharmacist": frozenset({"read:own_inventory", "manage:own_inventory", "read:own_orders", "manage:own_orders",
+                             "read:providers"}),
+    "lab": frozenset({"read:lab_orders", "manage:lab_results", "read:providers"}),
     "patient": frozenset({"read:own_record", "manage:own_profile", "read:pharmacies", "create:orders",
-                          "read:own_orders"}),
+                          "read:own_orders", "read:providers", "book:own_appointments"}),
 }
 
 

@@ -42,6 +42,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB, UUID, insert
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
@@ -357,9 +358,14 @@ async def append(
                 await apply(session, ev)
         for ev, cur in zip(stored, cursors, strict=True):
             ev.position = (await cur.fetchone())[0]
-    except psycopg.errors.UniqueViolation as exc:
-        if exc.diag.constraint_name != "uq_events_stream_id_version":
-            raise  # a projection's own constraint: the HTTP edge answers 409
+    except (psycopg.errors.UniqueViolation, IntegrityError) as exc:
+        # Raw from the pipeline's sync, or wrapped by SQLAlchemy when a projector's statement
+        # (an executemany) synced on its own: callers see the driver's error either way.
+        raw = exc.orig if isinstance(exc, IntegrityError) else exc
+        if not isinstance(raw, psycopg.errors.UniqueViolation):
+            raise
+        if raw.diag.constraint_name != "uq_events_stream_id_version":
+            raise raw from exc  # a projection's own constraint (the HTTP edge answers 409)
         # A concurrent writer of the same stream took this version; the transaction is rolled
         # back as a whole.
         raise Conflict("Another change to this record was saved at the same moment. Reload it and try again.",

@@ -121,12 +121,13 @@ def procrastinate_app(db: Database) -> procrastinate.App:
     return _app
 
 
-async def defer(session: AsyncSession, name: str, *, delay_seconds: float = 0, queueing_lock: str | None = None,
-                **args: Any) -> int:
-    """Queue a job in the caller's transaction. Arguments must be JSON (ids, not objects)."""
+async def defer(session: AsyncSession, name: str, *, delay_seconds: float = 0, run_at: dt.datetime | None = None,
+                queueing_lock: str | None = None, **args: Any) -> int:
+    """Queue a job in the caller's transaction, to run now, after ``delay_seconds`` or at
+    ``run_at``. Arguments must be JSON (ids, not objects)."""
     if name not in _registry:
         raise KeyError(f"unknown job {name!r}")
-    when = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=delay_seconds) if delay_seconds else None
+    when = run_at or (dt.datetime.now(dt.UTC) + dt.timedelta(seconds=delay_seconds) if delay_seconds else None)
     return await session.scalar(
         text("SELECT unnest(procrastinate_defer_jobs_v1(ARRAY[ROW(:queue, :task, 0, NULL, :qlock, "
              "CAST(:args AS jsonb), :at)::procrastinate_job_to_defer_v1]))"),

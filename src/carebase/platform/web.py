@@ -426,6 +426,24 @@ async def reject_unexpected_body(request: Request) -> None:
         raise ValidationFailed("This endpoint takes no request body; send none.", code="unexpected-body")
 
 
+# -- optimistic concurrency over HTTP -------------------------------------------------------------
+
+
+def weak_etag(version: int) -> str:
+    """A record's ETag: its stream version (weak, since the representation may vary)."""
+    return f'W/"{version}"'
+
+
+def if_match_version(value: str | None) -> int | None:
+    """The version an If-Match header names (None: no header, so the caller did not pin one)."""
+    if value is None:
+        return None
+    try:
+        return int(value.removeprefix("W/").strip('"'))
+    except ValueError:
+        raise ValidationFailed("If-Match must be the ETag you read, like W/\"3\".", code="bad-if-match") from None
+
+
 # -- dependencies ------------------------------------------------------------------------------
 
 SessionValidator = Callable[[AsyncSession, Principal], Awaitable[None]]

@@ -7,6 +7,7 @@ write from a page sends the CSRF token (double-submit cookie) in the X-CSRF-Toke
 from __future__ import annotations
 
 import secrets
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -99,8 +100,11 @@ async def _portal_principal(request: Request, principal: Principal | None, sessi
     return fresh, pair
 
 
-@router.get("/portal", response_class=HTMLResponse)
-async def dashboard(request: Request, session: DbSession, principal: PagePrincipal):
+async def render_page(request: Request, session, principal: Principal | None, template: str,
+                      context: Callable[[Principal], Awaitable[dict]]) -> Response:
+    """A signed-in portal page of any domain: sends strangers to sign-in, refreshes an expired
+    access cookie, and gives the template the shell's context (account, tenant, role, CSRF token)
+    plus what ``context(principal)`` returns."""
     principal, fresh = await _portal_principal(request, principal, session)
     if principal is None:
         return RedirectResponse("/login", status_code=303)
@@ -108,20 +112,28 @@ async def dashboard(request: Request, session: DbSession, principal: PagePrincip
     tenant = await tenants.get_tenant(session, principal.tenant_id) if principal.tenant_id else None
     ctx = {"principal": principal, "account": account, "tenant": tenant,
            "role": principal.roles[0] if principal.roles else None,
-           "role_title": ROLE_TITLES.get(principal.roles[0], "Welcome") if principal.roles else "Welcome",
-           "csrf": cookie(request.scope, CSRF_COOKIE) or "", "poll_seconds": get_settings().portal_poll_seconds,
-           "patients": [], "dead_jobs": [], "members": [], "me_patient": None}
-    if principal.can("read:patients"):
-        ctx["patients"] = await patients.search_patients(session, principal, q=None, limit=20, purpose="treatment")
-    if principal.can("manage:jobs"):
-        ctx["dead_jobs"] = await ops.dead_jobs(session, principal, limit=20)
-    if principal.can("read:members"):
-        ctx["members"] = [((a.display_name if (a := await identity.get_account(session, m.account_id)) else None)
-                           or "—", m.role) for m in await tenants.list_members(session, principal)]
-    response = templates.TemplateResponse(request, "portal/dashboard.html", ctx)
+           "csrf": cookie(request.scope, CSRF_COOKIE) or ""}
+    response = templates.TemplateResponse(request, template, {**ctx, **await context(principal)})
     if fresh is not None:
         _set_session_cookies(response, fresh)
     return response
+
+
+@router.get("/portal", response_class=HTMLResponse)
+async def dashboard(request: Request, session: DbSession, principal: PagePrincipal):
+    async def context(p: Principal) -> dict:
+        ctx = {"role_title": ROLE_TITLES.get(p.roles[0], "Welcome") if p.roles else "Welcome",
+               "poll_seconds": get_settings().portal_poll_seconds, "patients": [], "dead_jobs": [], "members": []}
+        if p.can("read:patients"):
+            ctx["patients"] = await patients.search_patients(session, p, q=None, limit=20, purpose="treatment")
+        if p.can("manage:jobs"):
+            ctx["dead_jobs"] = await ops.dead_jobs(session, p, limit=20)
+        if p.can("read:members"):
+            ctx["members"] = [((a.display_name if (a := await identity.get_account(session, m.account_id)) else None)
+                               or "—", m.role) for m in await tenants.list_members(session, p)]
+        return ctx
+
+    return await render_page(request, session, principal, "portal/dashboard.html", context)
 
 
 @router.get("/portal/fragments/patients", response_class=HTMLResponse)
