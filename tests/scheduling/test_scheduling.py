@@ -201,6 +201,8 @@ def test_a_patient_books_a_telemedicine_visit_for_themselves_only(client, owner)
     r = c.book(day[1], token=token, patient=me["id"], type="telemedicine")
     assert r.status_code == 201, r.text
     assert_problem(c.book(day[3], token=token, patient=c.patient), 404, "patient-not-found")
+    assert_problem(c.book(f"{_next_monday().isoformat()}T20:00:00+01:00", token=token, patient=me["id"],
+                          type="emergency"), 403, "forbidden")
     mine = client.get("/api/v1/appointments", headers=bearer(token)).json()
     assert r.json()["id"] in [a["id"] for a in mine] and all(a["patient_id"] == me["id"] for a in mine)
     # Patients may cancel their own visit, but not move it along the clinical workflow.

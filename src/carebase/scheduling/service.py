@@ -334,6 +334,10 @@ async def book(session: AsyncSession, principal: Principal, *, patient_id: uuid.
                reason_for_visit: str | None = None) -> Appointment:
     tenant_id = require_tenant(principal)
     await _for_patient(session, principal, patient_id)
+    if type == "emergency" and not principal.can("manage:appointments"):
+        # An emergency slot bypasses the provider's hours: the front desk decides that, not a web form.
+        raise Forbidden("Emergency visits are booked by the clinic; call them, or pick an offered slot.",
+                        code="forbidden")
     await providers.get_provider(session, principal, provider_id)
     starts_at = _aware("starts_at", starts_at)
     minutes = duration_minutes or APPOINTMENT_TYPES[type]
