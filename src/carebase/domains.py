@@ -28,6 +28,7 @@ ROUTERS = (
     "carebase.scheduling.pages",
     "carebase.notifications.routes",
     "carebase.encounters.routes",
+    "carebase.encounters.pages",
     "carebase.audit.routes",
     "carebase.ops.routes",
     "carebase.streams.routes",

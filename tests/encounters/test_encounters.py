@@ -147,3 +147,29 @@ def test_erasing_the_patient_empties_their_chart(client, owner):
     row = owner.execute("SELECT note, chief_complaint, diagnoses, medications FROM encounters WHERE id = %s",
                         (e["id"],)).fetchone()
     assert row == (None, None, [], [])
+
+
+def test_a_merge_brings_the_merged_record_s_encounters_onto_the_kept_chart(client, owner):
+    doctor = login(client, DOCTOR)
+    kept, twin, third = _patient(client, doctor), _patient(client, doctor), _patient(client, doctor)
+    on = {}
+    for pid, code in ((kept, "I10"), (twin, "E11.9"), (third, "J45.909")):
+        r = client.post(f"/api/v1/patients/{pid}/encounters", headers=bearer(doctor), json={
+            "type": "office_visit", "diagnoses": [code]})
+        assert r.status_code == 201, r.text
+        on[pid] = r.json()["id"]
+    admin = login(client, "admin@demo.carebase.local")
+    # A chain: third into twin, then twin into kept; every encounter ends up on the kept chart.
+    for source, into in ((third, twin), (twin, kept)):
+        r = client.post(f"/api/v1/patients/{source}/merge", json={"into": into}, headers=bearer(admin))
+        assert r.status_code == 200, r.text
+    chart = client.get(f"/api/v1/patients/{kept}/chart", headers=bearer(doctor)).json()
+    assert {e["id"] for e in chart["encounters"]} == set(on.values())
+    assert {"I10", "E11.9", "J45.909"} <= {d["code"] for d in chart["diagnoses"]}
+    # The merged id leads to the kept chart; the rows themselves were never rewritten.
+    via_old = client.get(f"/api/v1/patients/{third}/chart", headers=bearer(doctor)).json()
+    assert via_old["patient_id"] == kept and len(via_old["encounters"]) == 3
+    assert str(owner.execute("SELECT patient_id FROM encounters WHERE id = %s", (on[third],)).fetchone()[0]) == third
+    # Another patient's chart is untouched.
+    other = _patient(client, doctor)
+    assert client.get(f"/api/v1/patients/{other}/chart", headers=bearer(doctor)).json()["encounters"] == []

@@ -127,3 +127,42 @@ def test_the_tenant_context_travels_with_the_first_statement_and_never_to_the_ne
     assert seen == str(tenant)
     assert pid_after == pid  # the same pooled connection, so the check below means something
     assert left in ("", None)
+
+
+def test_a_refused_portal_form_leaves_no_phantom_head_behind(backend, owner):
+    """``refusable`` runs a page's command in a savepoint. Rolling that back must forget the heads
+    appended inside it, and committing it must not publish them before the transaction commits, or
+    a later append could chain onto an event that never committed."""
+    from carebase.platform.errors import ValidationFailed
+    from carebase.platform.web import refusable
+
+    tenant = tenant_id_of(owner, "demo")
+    stream = uuid.uuid4()
+    _append(backend, tenant, stream, 0, "test.a")
+
+    async def go(session):
+        async def command():
+            await eventstore.append(session, stream_type="test", stream_id=stream, tenant_id=tenant,
+                                    expected_version=1, new_events=[NewEvent("test.rolled-back", {})])
+            raise ValidationFailed("refused after writing", code="refused")
+
+        refused = await refusable(session, command)
+        assert isinstance(refused, ValidationFailed)
+        # Version 2 never happened: chaining onto it must be a conflict, not a gap in the stream.
+        phantom = await refusable(session, lambda: eventstore.append(
+            session, stream_type="test", stream_id=stream, tenant_id=tenant, expected_version=2,
+            new_events=[NewEvent("test.on-phantom", {})]))
+        assert isinstance(phantom, Conflict), phantom
+        kept = await refusable(session, lambda: eventstore.append(
+            session, stream_type="test", stream_id=stream, tenant_id=tenant, expected_version=1,
+            new_events=[NewEvent("test.kept", {})]))
+        # The savepoint committed, the transaction has not: nothing may reach the process's cache yet.
+        assert eventstore._HEAD_CACHE[stream][0] == 1
+        return [e.version for e in kept]
+
+    assert run_db(backend, go) == [2]  # the rolled-back version 2 is free again
+    assert eventstore._HEAD_CACHE[stream][0] == 2
+    types = [r[0] for r in owner.execute("SELECT type FROM events WHERE stream_id = %s ORDER BY version",
+                                         (stream,)).fetchall()]
+    assert types == ["test.a", "test.kept"]
+    assert _chain_problems(backend, stream) == []

@@ -108,6 +108,33 @@ def test_exceptions_and_bookings_take_slots_away_and_cancelling_gives_them_back(
     assert len(c.slots(monday, 1)) == 6
 
 
+def test_slots_for_a_visit_type_fit_that_visit(client):
+    # 15-minute grid 09:00-10:00; a 30-minute office visit fits at 09:00, 09:15 and 09:30, not 09:45,
+    # and not where it would run into a booking.
+    c = Clinic(client, windows=[{"weekday": d, "starts": "09:00", "ends": "10:00", "slot_minutes": 15}
+                                for d in range(5)])
+    monday = _next_monday()
+    grid = c.slots(monday, 1)
+    assert len(grid) == 4
+    h = bearer(c.token)
+
+    def fitting(kind: str) -> list[dict]:
+        r = client.get(f"/api/v1/providers/{c.provider}/slots", headers=h, params={
+            "location_id": c.location, "start_date": monday.isoformat(), "days": 1, "type": kind})
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    office = fitting("office_visit")
+    assert [s["starts_at"] for s in office] == grid[:3]
+    assert all(_utc(s["ends_at"]) - _utc(s["starts_at"]) == timedelta(minutes=30) for s in office)
+    assert c.book(grid[3], type="follow_up").status_code == 201  # 09:45-10:00
+    assert [s["starts_at"] for s in fitting("office_visit")] == grid[:2]  # 09:30 would overlap it
+    assert [s["starts_at"] for s in fitting("follow_up")] == grid[:3]
+    assert c.book(fitting("office_visit")[-1]["starts_at"], type="office_visit").status_code == 201
+    assert_problem(client.get(f"/api/v1/providers/{c.provider}/slots", headers=h, params={
+        "location_id": c.location, "start_date": monday.isoformat(), "type": "house_call"}), 422, "validation-failed")
+
+
 def test_fifty_concurrent_bookings_of_one_slot_exactly_one_wins(client, server, owner):
     c = Clinic(client)
     slot = c.slots(_next_monday(), 1)[2]

@@ -140,9 +140,10 @@ async def amend(session: AsyncSession, principal: Principal, encounter_id: uuid.
     return await _load(session, e.tenant_id, e.id)
 
 
-async def _encounters_of(session: AsyncSession, tenant_id: uuid.UUID, patient_id: uuid.UUID) -> list[Encounter]:
+async def _encounters_of(session: AsyncSession, tenant_id: uuid.UUID,
+                         patient_ids: list[uuid.UUID]) -> list[Encounter]:
     rows = (await session.execute(select(encounters).where(
-        encounters.c.tenant_id == tenant_id, encounters.c.patient_id == patient_id)
+        encounters.c.tenant_id == tenant_id, encounters.c.patient_id.in_(patient_ids))
         .order_by(encounters.c.occurred_at.desc(), encounters.c.id))).all()
     return [_encounter(r) for r in rows]
 
@@ -158,12 +159,16 @@ def _union(items: list[tuple[datetime, list]], key: str) -> list[dict]:
 
 async def chart(session: AsyncSession, principal: Principal, patient_id: uuid.UUID | None = None) -> dict[str, Any]:
     """A patient's chart: the encounter timeline (newest first), their diagnoses, vitals over time,
-    allergies, problems and medications. ``patient_id`` None: the caller's own chart."""
+    allergies, problems and medications, including what was recorded under records merged into
+    this one. ``patient_id`` None: the caller's own chart."""
     if patient_id is None:
         patient = await patients.own_patient(session, principal)
     else:
         patient = await patients.get_patient(session, principal, patient_id)
-    found = await _encounters_of(session, patient.tenant_id, patient.id)
+    while patient.merged_into:  # a merged id leads to the kept record's chart (its patient_id says which)
+        patient = await patients.get_patient(session, principal, patient.merged_into)
+    # Encounters recorded under records later merged into this one belong to this chart too.
+    found = await _encounters_of(session, patient.tenant_id, await patients.record_ids(session, patient))
     return {
         "patient": patient,
         "encounters": found,

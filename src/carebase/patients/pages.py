@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from carebase.patients import schemas, service
 from carebase.platform.authz import Principal
 from carebase.platform.errors import DomainError
-from carebase.platform.web import DbSession, PagePrincipal, request_scope
+from carebase.platform.web import DbSession, PagePrincipal, refusable
 from carebase.portal.pages import render_page, templates
 
 router = APIRouter(include_in_schema=False)
@@ -69,13 +69,14 @@ async def register_from_page(request: Request, session: DbSession, principal: Pa
     ctx: dict = {"form": body, "patient": None, "candidates": [], "error": None}
     try:
         patient_in = schemas.PatientIn.model_validate({**body, "allow_duplicate": allow_duplicate == "yes"})
-        ctx["patient"] = await service.register_patient(session, principal, **patient_in.model_dump())
     except ValidationError as err:
         ctx["error"] = _form_error(err)
-    except service.PossibleDuplicates as dup:
-        ctx["candidates"] = dup.candidates  # committed with the page: the candidates shown stay audited
-    except DomainError as err:
-        # The page answers 200 (so htmx shows the message), but nothing of the refused write may stay.
-        await request_scope(request).finish(commit=False)
-        ctx["error"] = err.detail
+        return templates.TemplateResponse(request, "patients/_register_result.html", ctx)
+    done = await refusable(session, lambda: service.register_patient(session, principal, **patient_in.model_dump()))
+    if isinstance(done, service.PossibleDuplicates):
+        ctx["candidates"] = done.candidates  # kept (keep_writes): the candidates shown stay audited
+    elif isinstance(done, DomainError):
+        ctx["error"] = done.detail
+    else:
+        ctx["patient"] = done
     return templates.TemplateResponse(request, "patients/_register_result.html", ctx)

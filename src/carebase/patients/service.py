@@ -495,6 +495,17 @@ async def merge_patients(session: AsyncSession, principal: Principal, source_id:
     return target
 
 
+async def record_ids(session: AsyncSession, patient: Patient) -> list[uuid.UUID]:
+    """The ids under which this person's history was recorded: the record itself and every record
+    merged into it (also through a chain of merges). Other domains key their rows by patient id
+    and never rewrite them on a merge; they read through this instead."""
+    rows = (await session.execute(text(
+        "WITH RECURSIVE merged(id) AS (SELECT CAST(:id AS uuid) UNION "
+        "SELECT p.id FROM patients p JOIN merged m ON p.merged_into = m.id WHERE p.tenant_id = :tenant) "
+        "SELECT id FROM merged"), {"id": patient.id, "tenant": patient.tenant_id})).scalars().all()
+    return [patient.id, *[r for r in rows if r != patient.id]]
+
+
 async def erase_patient(session: AsyncSession, principal: Principal, patient_id: uuid.UUID) -> None:
     """GDPR erasure: crypto-shred the patient's key and scrub the register; the log keeps its shape."""
     require(principal, "erase:patients")

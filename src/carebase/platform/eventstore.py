@@ -271,6 +271,8 @@ def _known_head(session: AsyncSession, stream_id: uuid.UUID, expected_version: i
 
 @event.listens_for(Session, "after_commit")
 def _promote_heads(sync_session: Session) -> None:
+    if sync_session.get_nested_transaction() is not None:
+        return  # a savepoint committed (``refusable``): the heads are durable only with the outer commit
     heads = sync_session.info.pop(_PENDING_HEADS, None)
     if heads:
         _HEAD_CACHE.update(heads)
@@ -280,6 +282,8 @@ def _promote_heads(sync_session: Session) -> None:
 
 @event.listens_for(Session, "after_rollback")
 def _drop_pending_heads(sync_session: Session) -> None:
+    # Also after rolling back to a savepoint: which heads came after it is not tracked, so all are
+    # forgotten (the next append to those streams reads its head).
     sync_session.info.pop(_PENDING_HEADS, None)
 
 

@@ -15,7 +15,7 @@ import hmac
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import psycopg
 from fastapi import Depends, FastAPI, Request
@@ -45,6 +45,7 @@ from carebase.platform.logging import get_logger
 log = get_logger("carebase.http")
 
 PROBLEM_JSON = "application/problem+json"
+_T = TypeVar("_T")
 
 REQUESTS = Counter("carebase_http_requests_total", "HTTP requests", ["method", "route", "status"])
 LATENCY = Histogram("carebase_http_request_seconds", "HTTP request latency", ["method", "route"])
@@ -457,6 +458,26 @@ def add_session_validator(fn: SessionValidator) -> None:
 
 def request_scope(request: Request) -> RequestScope:
     return request.scope["state"]["carebase"]
+
+
+async def refusable(session: AsyncSession, command: Callable[[], Awaitable[_T]]) -> _T | DomainError:
+    """Run a portal form's command so that a refusal comes back as a value the page can show.
+
+    A page answers a refused form with 200 and the message (htmx swaps only 2xx), so the
+    middleware's "4xx rolls back" does not apply: the command runs in a savepoint instead, and a
+    refusal undoes its writes (unless the error says they must stay, as the API does) while the
+    rest of the request's transaction (reads, their audit) goes on and commits."""
+    savepoint = await session.begin_nested()
+    try:
+        result = await command()
+    except DomainError as err:
+        if err.keep_writes:
+            await savepoint.commit()
+        else:
+            await savepoint.rollback()  # the event store forgets the heads appended in it
+        return err
+    await savepoint.commit()
+    return result
 
 
 async def _principal(request: Request) -> Principal:

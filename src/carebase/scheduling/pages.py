@@ -4,6 +4,7 @@ queue's "Now serving" board, in the portal (htmx; Server-Sent Events with pollin
 from __future__ import annotations
 
 import uuid
+from html import escape
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Annotated
 from zoneinfo import ZoneInfo
@@ -14,7 +15,7 @@ from fastapi.responses import HTMLResponse
 from carebase.patients import service as patients
 from carebase.platform.authz import Principal
 from carebase.platform.errors import DomainError
-from carebase.platform.web import DbSession, PagePrincipal, request_scope
+from carebase.platform.web import DbSession, PagePrincipal, refusable
 from carebase.portal.pages import render_page, templates
 from carebase.providers import service as providers
 from carebase.scheduling import service
@@ -62,6 +63,10 @@ async def calendar_fragment(request: Request, session: DbSession, principal: Pag
     return templates.TemplateResponse(request, "scheduling/_day.html", await _day(session, principal, day, provider_id))
 
 
+def _refusal(err: DomainError) -> HTMLResponse:
+    return HTMLResponse(f'<small class="error">{escape(err.detail)}</small>')
+
+
 Status = Annotated[str, Form(max_length=16)]
 
 
@@ -70,24 +75,20 @@ async def status_from_page(request: Request, appointment_id: uuid.UUID, session:
                            status: Status, reason: Annotated[str, Form(max_length=500)] = ""):
     if principal is None:
         return HTMLResponse("", status_code=401)
-    error = None
-    try:
-        await service.change_status(session, principal, appointment_id, status=status, reason=reason or None)
-    except DomainError as err:
-        await request_scope(request).finish(commit=False)
-        error = err.detail
-    return HTMLResponse(f'<small class="error">{error}</small>' if error else "<small>Saved</small>")
+    done = await refusable(session, lambda: service.change_status(session, principal, appointment_id, status=status,
+                                                                  reason=reason or None))
+    if isinstance(done, DomainError):
+        return _refusal(done)
+    return HTMLResponse("<small>Saved</small>")
 
 
 @router.post("/portal/locations/{location_id}/call-next", response_class=HTMLResponse)
 async def call_next_from_page(request: Request, location_id: uuid.UUID, session: DbSession, principal: PagePrincipal):
     if principal is None:
         return HTMLResponse("", status_code=401)
-    try:
-        called = await service.call_next(session, principal, location_id)
-    except DomainError as err:
-        await request_scope(request).finish(commit=False)
-        return HTMLResponse(f'<small class="error">{err.detail}</small>')
+    called = await refusable(session, lambda: service.call_next(session, principal, location_id))
+    if isinstance(called, DomainError):
+        return _refusal(called)
     text = f"Called {service.ticket(called)}" if called else "Nobody is waiting."
     return HTMLResponse(f'<small id="call-result">{text}</small>')
 
@@ -112,3 +113,89 @@ async def queue_fragment(request: Request, location_id: uuid.UUID, session: DbSe
     if principal is None:
         return HTMLResponse("", status_code=401)
     return templates.TemplateResponse(request, "scheduling/_queue.html", await _queue(session, principal, location_id))
+
+
+# -- booking a visit: the front desk for a patient, or a patient for themselves ------------------
+
+async def _booking(session, principal: Principal, *, patient_id: uuid.UUID | None, provider_id: uuid.UUID | None,
+                   location_id: uuid.UUID | None, day: date | None, type: str) -> dict:
+    """Who the visit is for, the providers and locations to choose from, and the current choice."""
+    if principal.can("manage:appointments"):
+        patient = await patients.get_patient(session, principal, patient_id, "operations") if patient_id else None
+    else:
+        patient = await patients.own_patient(session, principal)
+    telemedicine = True if type == "telemedicine" else None
+    found = (await providers.search_providers(session, principal, telemedicine_enabled=telemedicine, limit=200)).items
+    locations = await tenants.list_locations(session, principal)
+    tenant = await tenants.current_tenant(session, principal)
+    return {"patient": patient, "providers": found, "locations": locations, "type": type,
+            "types": list(service.APPOINTMENT_TYPES) if principal.can("manage:appointments")
+            else [t for t in service.APPOINTMENT_TYPES if t != "emergency"],
+            "provider_id": provider_id or (found[0].id if found else None),
+            "location_id": location_id or (locations[0].id if locations else None),
+            "day": day or datetime.now(ZoneInfo(tenant.timezone)).date()}
+
+
+BookingType = Annotated[str, Query(max_length=20)]
+
+
+@router.get("/portal/book", response_class=HTMLResponse)
+async def booking_page(request: Request, session: DbSession, principal: PagePrincipal,
+                       patient_id: uuid.UUID | None = None, provider_id: uuid.UUID | None = None,
+                       location_id: uuid.UUID | None = None, day: Annotated[date | None, Query(alias="date")] = None,
+                       type: BookingType = "office_visit"):
+    async def context(p: Principal) -> dict:
+        if not (p.can("manage:appointments") or p.can("book:own_appointments")):
+            return {"forbidden": True}
+        return await _booking(session, p, patient_id=patient_id, provider_id=provider_id, location_id=location_id,
+                              day=day, type=type)
+
+    return await render_page(request, session, principal, "scheduling/book.html", context)
+
+
+@router.get("/portal/fragments/slots", response_class=HTMLResponse)
+async def slots_fragment(request: Request, session: DbSession, principal: PagePrincipal, provider_id: uuid.UUID,
+                         location_id: uuid.UUID, day: Annotated[date, Query(alias="date")],
+                         type: BookingType = "office_visit"):
+    """The next seven days of free slots where a visit of this type fits, grouped by local day."""
+    if principal is None:
+        return HTMLResponse("", status_code=401)
+    found = await refusable(session, lambda: service.free_slots(session, principal, provider_id,
+                                                                location_id=location_id, start=day, days=7,
+                                                                type=type))
+    if isinstance(found, DomainError):
+        return _refusal(found)
+    tz = ZoneInfo((await tenants.get_location(session, principal, location_id)).timezone)
+    days: dict[date, list] = {}
+    for s in found:
+        local = s.starts_at.astimezone(tz)
+        days.setdefault(local.date(), []).append({"starts_at": s.starts_at.isoformat(), "label": local.strftime("%H:%M")})
+    return templates.TemplateResponse(request, "scheduling/_slots.html", {"days": days})
+
+
+@router.post("/portal/appointments", response_class=HTMLResponse)
+async def book_from_page(request: Request, session: DbSession, principal: PagePrincipal,
+                         provider_id: Annotated[uuid.UUID, Form()], location_id: Annotated[uuid.UUID, Form()],
+                         type: Annotated[str, Form(max_length=20)], starts_at: Annotated[datetime, Form()],
+                         patient_id: Annotated[uuid.UUID | None, Form()] = None,
+                         reason_for_visit: Annotated[str, Form(max_length=500)] = ""):
+    if principal is None:
+        return HTMLResponse("", status_code=401)
+    if type not in service.APPOINTMENT_TYPES:
+        return HTMLResponse('<small class="error">Pick a visit type from the list.</small>')
+
+    async def command():
+        who = patient_id
+        if who is None or not principal.can("manage:appointments"):
+            who = (await patients.own_patient(session, principal)).id
+        return await service.book(session, principal, patient_id=who, provider_id=provider_id,
+                                  location_id=location_id, type=type, starts_at=starts_at,
+                                  reason_for_visit=reason_for_visit.strip() or None)
+
+    booked = await refusable(session, command)
+    if isinstance(booked, DomainError):
+        return _refusal(booked)
+    tz = ZoneInfo((await tenants.get_location(session, principal, location_id)).timezone)
+    when = booked.starts_at.astimezone(tz).strftime("%a %d %b %Y, %H:%M")
+    return HTMLResponse(f'<p id="booked" class="ok">Booked: <strong>{escape(when)}</strong>, '
+                        f'{escape(type.replace("_", " "))} · ticket <code>{service.ticket(booked)}</code></p>')

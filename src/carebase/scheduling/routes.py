@@ -65,9 +65,12 @@ async def remove_exception(provider_id: uuid.UUID, exception_id: uuid.UUID, prin
             summary="Free slots from the availability, minus exceptions, bookings and the past")
 async def free_slots(provider_id: uuid.UUID, location_id: uuid.UUID, principal: CurrentPrincipal,
                      session: DbSession, start_date: Annotated[date, Query(description="First local day")],
-                     days: Annotated[int, Query(ge=1, le=31)] = 7) -> list[schemas.SlotOut]:
+                     days: Annotated[int, Query(ge=1, le=31)] = 7,
+                     type: Annotated[schemas.AppointmentType | None, Query(
+                         description="Only starts where a visit of this type fits, each slot as long as the "
+                                     "visit")] = None) -> list[schemas.SlotOut]:
     slots = await service.free_slots(session, principal, provider_id, location_id=location_id, start=start_date,
-                                     days=days)
+                                     days=days, type=type)
     return [schemas.SlotOut(starts_at=s.starts_at, ends_at=s.ends_at) for s in slots]
 
 

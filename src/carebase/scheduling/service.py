@@ -247,8 +247,12 @@ async def _busy(session: AsyncSession, tenant_id: uuid.UUID, provider_id: uuid.U
 
 
 async def free_slots(session: AsyncSession, principal: Principal, provider_id: uuid.UUID, *,
-                     location_id: uuid.UUID, start: date, days: int) -> list[Slot]:
-    """Bookable slots: the weekly template on each local day, minus exceptions, bookings and the past."""
+                     location_id: uuid.UUID, start: date, days: int, type: str | None = None) -> list[Slot]:
+    """Bookable slots: the weekly template on each local day, minus exceptions, bookings and the past.
+
+    With a visit ``type``, only starts where a visit of that length fits (inside the window, clear
+    of bookings), and each slot lasts that long: a 30-minute office visit does not start in the
+    last 15-minute slot of the day."""
     require(principal, "read:providers")
     tenant_id = require_tenant(principal)
     await providers.get_provider(session, principal, provider_id)
@@ -262,6 +266,10 @@ async def free_slots(session: AsyncSession, principal: Principal, provider_id: u
     last = datetime.combine(start + timedelta(days=days), time(0), tzinfo=tz).astimezone(UTC)
     busy = await _busy(session, tenant_id, provider_id, first, last)
     now = datetime.now(UTC)
+    if type is not None and type not in APPOINTMENT_TYPES:
+        raise ValidationFailed(f"Unknown visit type {type!r}; one of: {', '.join(APPOINTMENT_TYPES)}.",
+                               code="bad-type")
+    length = timedelta(minutes=APPOINTMENT_TYPES[type]) if type else None
     out = []
     for i in range(days):
         day = start + timedelta(days=i)
@@ -270,7 +278,12 @@ async def free_slots(session: AsyncSession, principal: Principal, provider_id: u
         for w in windows:
             if w.weekday != day.weekday():
                 continue
+            w_end = _local(day, w.ends, tz) or datetime.combine(day, w.ends, tzinfo=tz).astimezone(UTC)
             for s in _window_slots(day, w, tz):
+                if length is not None:
+                    s = Slot(s.starts_at, s.starts_at + length)
+                    if s.ends_at > w_end:
+                        continue
                 if s.starts_at > now and not any(b0 < s.ends_at and b1 > s.starts_at for b0, b1 in busy):
                     out.append(s)
     return sorted(out, key=lambda s: s.starts_at)
