@@ -171,3 +171,22 @@ def test_patient_books_a_telemedicine_visit_and_sees_the_encounter_on_their_char
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "portal-my-chart.png"), full_page=True)
     page.close()
+
+
+def test_the_front_desk_books_but_does_not_read_charts(browser, server, client, owner):  # noqa: F811
+    patient = str(owner.execute("SELECT patient_id FROM encounters LIMIT 1").fetchone()[0])
+    page = browser.new_page()
+    _sign_in(page, server.url, "receptionist@demo.carebase.local")
+    response = page.goto(f"{server.url}/portal/patients/{patient}/chart")
+    assert response.status == 403
+    expect(page.locator("#page-error")).to_contain_text("read:charts")
+    expect(page.locator("#nav-dashboard")).to_be_visible()  # still inside the portal
+    page.goto(f"{server.url}/portal/patients")
+    page.fill("#patient-search input[type=search]", "Verma")
+    expect(page.locator("#patient-search-results .book-link").first).to_be_visible()
+    assert page.locator("#patient-search-results .chart-link").count() == 0
+    token = login(client, "receptionist@demo.carebase.local")
+    for path in (f"/api/v1/patients/{patient}/chart", f"/api/v1/patients/{patient}/record.pdf",
+                 f"/api/v1/patients/{patient}/record.fhir.json"):
+        assert client.get(path, headers=bearer(token)).status_code == 403, path
+    page.close()

@@ -112,7 +112,14 @@ async def _load(session: AsyncSession, tenant_id: uuid.UUID, encounter_id: uuid.
     return _encounter(r)
 
 
+def _require_chart_reader(principal: Principal) -> None:
+    # Clinical content is for the care team (and the patient, for their own): the front desk
+    # finds and books patients but does not read their charts.
+    require(principal, "read:charts", "read:own_record")
+
+
 async def get_encounter(session: AsyncSession, principal: Principal, encounter_id: uuid.UUID) -> Encounter:
+    _require_chart_reader(principal)
     e = await _load(session, require_tenant(principal), encounter_id)
     await patients.get_patient(session, principal, e.patient_id)  # the same rules (and audit) as the patient
     return e
@@ -164,6 +171,7 @@ async def chart(session: AsyncSession, principal: Principal, patient_id: uuid.UU
     if patient_id is None:
         patient = await patients.own_patient(session, principal)
     else:
+        _require_chart_reader(principal)
         patient = await patients.get_patient(session, principal, patient_id)
     while patient.merged_into:  # a merged id leads to the kept record's chart (its patient_id says which)
         patient = await patients.get_patient(session, principal, patient.merged_into)

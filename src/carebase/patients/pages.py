@@ -25,7 +25,7 @@ async def _find(session, principal: Principal, q: str) -> dict:
         found = await service.search_patients(session, principal, q=q or None, limit=25, purpose="treatment")
     except DomainError as err:
         return {"patients": [], "error": err.detail, "q": q}
-    return {"patients": found, "error": None, "q": q}
+    return {"patients": found, "error": None, "q": q, "can_read_charts": principal.can("read:charts")}
 
 
 @router.get("/portal/patients", response_class=HTMLResponse)
@@ -66,7 +66,8 @@ async def register_from_page(request: Request, session: DbSession, principal: Pa
                  "phone": phone, "email": email, "country": country, "timezone": timezone,
                  "preferred_language": preferred_language, "mrn": mrn}
     body: dict = {k: v.strip() for k, v in submitted.items() if v.strip()}
-    ctx: dict = {"form": body, "patient": None, "candidates": [], "error": None}
+    ctx: dict = {"form": body, "patient": None, "candidates": [], "error": None,
+                 "can_read_charts": principal.can("read:charts")}
     try:
         patient_in = schemas.PatientIn.model_validate({**body, "allow_duplicate": allow_duplicate == "yes"})
     except ValidationError as err:

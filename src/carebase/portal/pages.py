@@ -113,7 +113,14 @@ async def render_page(request: Request, session, principal: Principal | None, te
     ctx = {"principal": principal, "account": account, "tenant": tenant,
            "role": principal.roles[0] if principal.roles else None,
            "csrf": cookie(request.scope, CSRF_COOKIE) or ""}
-    response = templates.TemplateResponse(request, template, {**ctx, **await context(principal)})
+    try:
+        page = await context(principal)
+    except DomainError as err:
+        # The HTML face of a refusal (not found, not allowed): the shell with the message, same status.
+        response = templates.TemplateResponse(request, "portal/error.html", {**ctx, "error": err},
+                                              status_code=err.status)
+    else:
+        response = templates.TemplateResponse(request, template, {**ctx, **page})
     if fresh is not None:
         _set_session_cookies(response, fresh)
     return response

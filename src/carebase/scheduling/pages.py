@@ -38,6 +38,7 @@ async def _day(session, principal: Principal, day: date | None, provider_id: uui
     rows = [{"a": a, "local": a.starts_at.astimezone(tz), "patient": names.get(a.patient_id, "—"),
              "provider": docs.get(a.provider_id, "—"), "ticket": service.ticket(a)} for a in visits]
     return {"day": day, "rows": rows, "provider_id": provider_id, "providers": docs,
+            "can_read_charts": principal.can("read:charts"),
             "locations": await tenants.list_locations(session, principal),
             "poll_seconds": get_settings().portal_poll_seconds}
 
