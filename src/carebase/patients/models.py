@@ -1,6 +1,6 @@
 """The patient register (a projection of patient events) and e-mail verification tokens."""
 
-from sqlalchemy import Column, Computed, Date, DateTime, Index, Integer, String, Table, Text, UniqueConstraint, func
+from sqlalchemy import MetaData, Column, Computed, Date, DateTime, Index, Integer, String, Table, Text, UniqueConstraint, func
 from sqlalchemy.dialects.postgresql import TSVECTOR, UUID
 
 from carebase.platform.db import metadata
@@ -64,3 +64,12 @@ patient_email_verifications = Table(
     Column("used_at", DateTime(timezone=True), nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
+
+
+# The same rows through a plain view (migration 0009) that repeats the tenant policy in its WHERE.
+# Under row-level security PostgreSQL evaluates only leakproof conditions before the policy, so a
+# search (full text `@@`, upper(mrn), lower(email)) could use no index and scanned every patient.
+# The view runs with its owner's rights and filters by the tenant itself; the app role is the only
+# client and runs only this code's queries, so nothing can observe rows before that filter. Used
+# for search only; everything else reads the table under RLS.
+patients_visible = Table("patients_visible", MetaData(), *(c._copy() for c in patients.columns))

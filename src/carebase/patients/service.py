@@ -15,12 +15,12 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
-from sqlalchemy import and_, func, or_, select, text
+from sqlalchemy import Table, and_, func, literal_column, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from carebase.audit import service as audit
 from carebase.patients import events as ev
-from carebase.patients.models import CONSENT_KINDS, patient_email_verifications, patients
+from carebase.patients.models import CONSENT_KINDS, patient_email_verifications, patients, patients_visible
 from carebase.platform import crypto, delivery, eventstore, realtime
 from carebase.platform.authz import Principal, require, require_tenant
 from carebase.platform.db import set_context
@@ -269,26 +269,27 @@ def _name_query(q: str) -> str | None:
     return " & ".join(f"{w}:*" for w in words) or None
 
 
-def _search_condition(q: str):
+def _search_condition(t: Table, q: str):
     q = q.strip()
     if q.upper().startswith("WXQ-"):
-        return patients.c.global_id == q.upper()
+        return t.c.global_id == q.upper()
     if _UUID.match(q):
-        return patients.c.id == uuid.UUID(q)
+        return t.c.id == uuid.UUID(q)
     if "@" in q:
-        return func.lower(patients.c.email) == q.lower()
+        return func.lower(t.c.email) == q.lower()
     if _DATE.match(q):
         try:
-            return patients.c.birth_date == date.fromisoformat(q)
+            return t.c.birth_date == date.fromisoformat(q)
         except ValueError:
             raise ValidationFailed(f"{q!r} is not a real date.", code="bad-date") from None
     if _PHONE.match(q) and sum(c.isdigit() for c in q) >= 7:
         digits = "".join(c for c in q if c.isdigit())
-        return or_(patients.c.phone == "+" + digits, patients.c.phone.like(f"%{digits}"))
+        return or_(t.c.phone == "+" + digits, t.c.phone.like(f"%{digits}"))
     names = _name_query(q)
-    by_name = text("patients.search_vector @@ to_tsquery('simple', :tsq)").bindparams(tsq=names) if names else None
-    by_mrn = func.upper(patients.c.mrn) == q.upper()
-    return or_(by_name, by_mrn) if by_name is not None else by_mrn
+    by_mrn = func.upper(t.c.mrn) == q.upper()
+    if names is None:
+        return by_mrn
+    return or_(t.c.search_vector.op("@@")(func.to_tsquery(literal_column("'simple'"), names)), by_mrn)
 
 
 async def search_patients(session: AsyncSession, principal: Principal, *, q: str | None = None,
@@ -298,16 +299,16 @@ async def search_patients(session: AsyncSession, principal: Principal, *, q: str
     or birth date (all through ``q``), narrowed by ``birth_date`` and a government identifier."""
     require(principal, "read:patients")
     tenant_id = require_tenant(principal)
-    query = select(patients).where(patients.c.tenant_id == tenant_id, _active())
+    t = patients_visible  # the indexed path (see models); the tenant filter stays explicit as well
+    query = select(t).where(t.c.tenant_id == tenant_id, t.c.erased_at.is_(None), t.c.merged_into.is_(None))
     if q and q.strip():
-        query = query.where(_search_condition(q))
+        query = query.where(_search_condition(t, q))
     if birth_date is not None:
-        query = query.where(patients.c.birth_date == birth_date)
+        query = query.where(t.c.birth_date == birth_date)
     if government_id is not None:
         digest, _ = _government_id(*government_id)
-        query = query.where(patients.c.government_id_hash == digest)
-    rows = (await session.execute(query.order_by(patients.c.family_name, patients.c.given_name, patients.c.id)
-                                  .limit(limit))).all()
+        query = query.where(t.c.government_id_hash == digest)
+    rows = (await session.execute(query.order_by(t.c.family_name, t.c.given_name, t.c.id).limit(limit))).all()
     found = [_patient(r) for r in rows]
     await audit.record_reads(session, principal, patient_ids=[p.id for p in found], record_type="Patient",
                              purpose=audit.purpose_of(principal, purpose))
