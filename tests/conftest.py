@@ -104,7 +104,7 @@ def backend(backend_name, tmp_path_factory) -> Iterator[Backend]:
     log_file = tmp / "carebase.log"
     # Every test signs in from 127.0.0.1: the per-address limit is tested on its own server.
     settings = Settings(database_url=owner, secret_key=SECRET, home=tmp / "home", log_file=log_file,
-                        log_level="INFO", mail_backend="local", public_url="http://carebase.test",
+                        log_level="INFO", email_provider="local", public_url="http://carebase.test",
                         auth_rate_limit_per_minute=1_000_000)
     set_settings(settings)
     urls = DatabaseUrls.resolve(settings)

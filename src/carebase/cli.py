@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -84,6 +85,8 @@ def serve(
     workers: int = typer.Option(1, help="Worker processes"),
     do_migrate: bool = typer.Option(False, "--migrate", help="Apply migrations first"),
     do_seed: bool = typer.Option(False, "--seed-demo", help="Create the demo data first (idempotent)"),
+    with_worker: bool = typer.Option(False, "--with-worker",
+                                     help="Also run a job worker (reminders, notifications) for as long as this runs"),
 ) -> None:
     """Serve the API and portals."""
     import uvicorn
@@ -108,8 +111,15 @@ def serve(
     if do_seed:
         _seed(get_settings())
         _print_logins(settings, f"http://{host}:{port}")
-    uvicorn.run("carebase.app:create_app", factory=True, host=host, port=port, workers=workers,
-                log_config=None, access_log=False, timeout_graceful_shutdown=5)
+    # One command for a laptop: without a worker, reminders and notifications would wait forever.
+    worker = subprocess.Popen([sys.executable, "-m", "carebase.cli", "worker"]) if with_worker else None
+    try:
+        uvicorn.run("carebase.app:create_app", factory=True, host=host, port=port, workers=workers,
+                    log_config=None, access_log=False, timeout_graceful_shutdown=5)
+    finally:
+        if worker is not None:
+            worker.terminate()
+            worker.wait(timeout=15)
 
 
 @cli.command("create-tenant")

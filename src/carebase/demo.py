@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from carebase.encounters import service as encounters
 from carebase.identity import service as identity
+from carebase.messaging import service as messaging
 from carebase.patients import service as patients
 from carebase.platform.authz import Principal
 from carebase.platform.db import set_context
@@ -172,4 +173,8 @@ async def _seed_chart(session: AsyncSession, doctor: Principal, mrn: str, tz: st
         medications=[{"name": "Amlodipine", "dose": "5 mg", "frequency": "once daily"}],
         lab_results=[], treatment_plan="Start amlodipine; reduce salt.",
         follow_up_instructions="Blood pressure check in 4 weeks.", note="Stage 2 hypertension.")
-    return [f"encounter for {mrn}"]
+    created = [f"encounter for {mrn}"]
+    await messaging.send(session, doctor, patient_id=patient.id, client_message_id="demo-welcome",
+                         body="Welcome! Write to me here with any question about your blood pressure or "
+                              "your tablets. — your care team")
+    return [*created, f"conversation with {mrn}"]

@@ -6,7 +6,10 @@ A new capability is a new folder plus one line here.
 from carebase.audit import models as _audit_models  # noqa: F401
 from carebase.encounters import events as _encounters_events  # noqa: F401
 from carebase.identity import events as _identity_events  # noqa: F401
+from carebase.messaging import models as _messaging_models  # noqa: F401
+from carebase.messaging import service as _messaging_jobs  # noqa: F401  (the unread-message nudge)
 from carebase.notifications import models as _notifications_models  # noqa: F401
+from carebase.notifications import service as _notifications_service  # noqa: F401  (the address resolver)
 from carebase.patients import events as _patients_events  # noqa: F401
 from carebase.platform import delivery as _delivery  # noqa: F401
 from carebase.platform import jobs as _jobs  # noqa: F401
@@ -27,10 +30,15 @@ ROUTERS = (
     "carebase.scheduling.routes",
     "carebase.scheduling.pages",
     "carebase.notifications.routes",
+    "carebase.notifications.pages",
+    "carebase.notifications.webhooks",
     "carebase.encounters.routes",
     "carebase.encounters.pages",
+    "carebase.messaging.routes",
+    "carebase.messaging.pages",
     "carebase.audit.routes",
     "carebase.ops.routes",
     "carebase.streams.routes",
+    "carebase.streams.files",
     "carebase.portal.pages",
 )

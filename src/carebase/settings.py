@@ -50,15 +50,51 @@ class Settings(BaseSettings):
     login_lockout_seconds: int = 15 * 60
     password_reset_ttl_seconds: int = 30 * 60
 
-    # "local" keeps outgoing mail and SMS in the local outbox table (demo, tests);
-    # "smtp" sends e-mail through smtp_host:smtp_port.
-    mail_backend: str = "local"
+    # Who carries each channel (platform/channels). "local" keeps the message in the
+    # outbound_messages table and nothing leaves the machine (demo, tests).
+    email_provider: str = "local"  # local | smtp (smtp_host:smtp_port)
+    sms_provider: str = "local"  # local | twilio | msg91
+    whatsapp_provider: str = "local"  # local | meta (WhatsApp Cloud API)
+    push_provider: str = "local"  # local | remote (each device by its kind: Web Push with VAPID, or FCM HTTP v1)
+    # A provider call that takes longer is a transient failure (retried, then the next channel).
+    channel_timeout_seconds: float = 10.0
+    # Transient failures are retried this many times on the same channel (base × 2^n seconds apart)
+    # before the delivery moves to the next channel of its chain.
+    delivery_retries_per_channel: int = 3
+    delivery_retry_base_seconds: float = 30.0
+    # Non-urgent notifications one person gets per hour; past it, optional ones are suppressed.
+    notification_rate_per_hour: int = 20
+    # A chat message still unread after this long becomes a notification (push, then e-mail).
+    message_nudge_seconds: float = 60.0
+    # Chat attachments: the largest file, and the kinds accepted (images, PDFs, plain text).
+    attachment_max_bytes: int = 2 * 1024 * 1024 - 64 * 1024  # under max_body_bytes with the form around it
+    attachment_types: str = "image/jpeg,image/png,image/webp,application/pdf,text/plain"
     mail_from: str = "Carebase <no-reply@carebase.local>"
     smtp_host: str = "127.0.0.1"
     smtp_port: int = 25
     smtp_username: str | None = None
     smtp_password: SecretStr | None = None
     smtp_starttls: bool = False
+    twilio_base_url: str = "https://api.twilio.com"
+    twilio_account_sid: str | None = None
+    twilio_auth_token: SecretStr | None = None  # also verifies X-Twilio-Signature on status callbacks
+    twilio_from: str | None = None
+    msg91_base_url: str = "https://control.msg91.com"
+    msg91_auth_key: SecretStr | None = None
+    msg91_template_id: str | None = None  # MSG91 sends DLT-registered templates (Flow API)
+    msg91_webhook_token: SecretStr | None = None  # shared secret MSG91 puts on its delivery reports
+    whatsapp_base_url: str = "https://graph.facebook.com/v19.0"
+    whatsapp_phone_number_id: str | None = None
+    whatsapp_token: SecretStr | None = None
+    whatsapp_app_secret: SecretStr | None = None  # verifies X-Hub-Signature-256 on webhooks
+    whatsapp_verify_token: SecretStr | None = None  # Meta's webhook subscription handshake
+    vapid_private_key: SecretStr | None = None  # PEM or base64url raw key (pywebpush)
+    vapid_public_key: str | None = None  # base64url, given to browsers to subscribe
+    vapid_subject: str = "mailto:operations@carebase.local"
+    fcm_project_id: str | None = None
+    fcm_service_account_file: Path | None = None  # the Google service-account JSON (its private key signs)
+    fcm_base_url: str = "https://fcm.googleapis.com"
+    fcm_token_url: str = "https://oauth2.googleapis.com/token"
 
     # Background jobs: run k (0-based) waits base × 2^k seconds; after job_max_attempts runs the
     # job is dead-lettered.
@@ -80,6 +116,21 @@ class Settings(BaseSettings):
     portal_poll_seconds: int = 30
     # Send portal cookies only over HTTPS (turn off for plain-HTTP local use).
     secure_cookies: bool = False
+
+    # File storage (platform/storage): attachments, prescription PDFs, lab files. "local" keeps them
+    # under storage_path (None -> home/storage) and serves its own signed links; "s3" keeps them in
+    # an S3-compatible bucket (AWS S3, MinIO, Ceph) and hands out presigned URLs.
+    storage_provider: str = "local"  # local | s3
+    storage_path: Path | None = None
+    # A storage call that takes longer is a transient failure (the caller may retry).
+    storage_timeout_seconds: float = 30
+    s3_endpoint_url: str | None = None  # None -> AWS, https://s3.<s3_region>.amazonaws.com
+    s3_bucket: str | None = None
+    s3_region: str = "us-east-1"
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: SecretStr | None = None
+    # endpoint/bucket/key, as MinIO and Ceph expect; false -> bucket.endpoint/key (AWS's preference).
+    s3_path_style: bool = True
 
     @cached_property
     def master_secret(self) -> bytes:

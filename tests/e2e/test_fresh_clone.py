@@ -54,6 +54,16 @@ def test_dev_serve_from_a_fresh_clone(tmp_path):
         assert httpx.get(f"http://127.0.0.1:{port}/static/vendor/pico.min.css").status_code == 200
         assert (clone / ".venv").is_dir() and (clone / "node_modules").is_dir()
         assert (tmp_path / "home" / "pgdata").is_dir()  # the embedded server lives under CAREBASE_HOME
+        # A job worker runs alongside: the demo visit's "booked" notice reaches the local outbox.
+        admin = httpx.post(f"http://127.0.0.1:{port}/api/v1/auth/token",
+                           data={"username": "admin@demo.carebase.local", "password": "fresh-clone-pw"}).json()
+        while True:
+            log = httpx.get(f"http://127.0.0.1:{port}/api/v1/notifications/deliveries",
+                            headers={"Authorization": f"Bearer {admin['access_token']}"}).json()
+            if any(d["kind"] == "appointment.booked" and d["status"] == "delivered" for d in log):
+                break
+            assert time.time() < deadline, log
+            time.sleep(0.5)
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:

@@ -34,7 +34,7 @@ def _run_job(backend, args: dict) -> None:
 
 
 def _notices(client, token) -> list[dict]:
-    return [n for n in client.get("/api/v1/me/notifications", headers=bearer(token)).json()
+    return [n for n in client.get("/api/v1/notifications", headers=bearer(token)).json()
             if n["kind"] == "appointment.reminder"]
 
 
@@ -54,13 +54,13 @@ def test_a_booking_queues_two_reminders_and_each_is_delivered_once(client, owner
     assert len(notices) == before + 2
     assert {n["title"] for n in notices[:2]} == {"Your telemedicine is tomorrow", "Your telemedicine is in 2 hours"}
     assert "Berlin" in notices[0]["body"]
-    r = client.post(f"/api/v1/me/notifications/{notices[0]['id']}/read", headers=bearer(token))
+    r = client.patch(f"/api/v1/notifications/{notices[0]['id']}/read", headers=bearer(token))
     assert r.status_code == 204
-    unread = client.get("/api/v1/me/notifications", params={"unread_only": True}, headers=bearer(token)).json()
+    unread = client.get("/api/v1/notifications", params={"unread_only": True}, headers=bearer(token)).json()
     assert notices[0]["id"] not in [n["id"] for n in unread]
     # Somebody else's notice cannot be touched.
     other = login(client, "doctor@demo.carebase.local")
-    assert client.post(f"/api/v1/me/notifications/{notices[1]['id']}/read", headers=bearer(other)).status_code == 404
+    assert client.patch(f"/api/v1/notifications/{notices[1]['id']}/read", headers=bearer(other)).status_code == 404
 
 
 def test_a_moved_or_cancelled_visit_gets_no_stale_reminder(client, owner, backend):

@@ -23,7 +23,9 @@ from tests.conftest import bearer, login
 
 # Platform-wide rows (tenant_id IS NULL, e.g. account streams) are visible to every session by
 # design in these tables; only their tenant-owned rows are isolated.
-GLOBAL_ROW_TABLES = {"events", "subject_keys", "event_checkpoints", "job_failures", "outbound_messages"}
+GLOBAL_ROW_TABLES = {"events", "subject_keys", "event_checkpoints", "job_failures", "outbound_messages",
+                     # platform messages (sign-in codes, resets): only to transactions without a tenant
+                     "deliveries", "delivery_attempts"}
 # Append-only for the app role: history is never rewritten (granted SELECT, INSERT only).
 APPEND_ONLY_TABLES = ("events", "event_checkpoints", "audit_reads")
 # The seed plus the ``tenant_rows`` fixture give both demo tenants rows in at least these, so the

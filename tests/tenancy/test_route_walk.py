@@ -59,6 +59,10 @@ class TenantB:
     exception_id: uuid.UUID | None = None
     notification_id: uuid.UUID | None = None
     encounter_id: uuid.UUID | None = None
+    push_device_id: uuid.UUID | None = None  # of demo2's patient (devices belong to a person, not a tenant)
+    conversation_id: uuid.UUID | None = None
+    message_id: uuid.UUID | None = None
+    attachment_id: uuid.UUID | None = None
 
 
 def _one(owner: psycopg.Connection, query: str, params: tuple) -> Any:
@@ -103,7 +107,20 @@ def load_tenant_b(owner: psycopg.Connection) -> TenantB:
     b.exception_id = _one(owner, "SELECT id FROM availability_exceptions WHERE tenant_id = %s LIMIT 1", (tenant_id,))
     b.notification_id = _one(owner, "SELECT id FROM notifications WHERE tenant_id = %s LIMIT 1", (tenant_id,))
     b.encounter_id = _one(owner, "SELECT id FROM encounters WHERE tenant_id = %s LIMIT 1", (tenant_id,))
-    b.markers |= {str(b.appointment_id), str(b.exception_id), str(b.notification_id), str(b.encounter_id)}
+    owner.execute("INSERT INTO push_devices (id, account_id, kind, address) SELECT gen_random_uuid(), a.id, 'fcm', "
+                  "'route-walk-demo2-device' FROM accounts a WHERE a.email = %s ON CONFLICT (address) DO NOTHING",
+                  (f"patient@{B}.carebase.local",))
+    b.push_device_id = _one(owner, "SELECT id FROM push_devices WHERE address = 'route-walk-demo2-device'", ())
+    b.conversation_id, b.message_id = _one(owner, "SELECT conversation_id, id FROM messages WHERE tenant_id = %s "
+                                                  "ORDER BY created_at LIMIT 1", (tenant_id,))
+    owner.execute("INSERT INTO message_attachments (id, tenant_id, conversation_id, uploaded_by, storage_key, "
+                  "filename, content_type, size, sha256) SELECT gen_random_uuid(), tenant_id, conversation_id, "
+                  "sender_id, 'attachments/route-walk', 'walk.txt', 'text/plain', 1, repeat('0', 64) FROM messages "
+                  "WHERE id = %s AND NOT EXISTS (SELECT 1 FROM message_attachments WHERE tenant_id = %s)",
+                  (b.message_id, tenant_id))
+    b.attachment_id = _one(owner, "SELECT id FROM message_attachments WHERE tenant_id = %s LIMIT 1", (tenant_id,))
+    b.markers |= {str(b.appointment_id), str(b.exception_id), str(b.notification_id), str(b.encounter_id),
+                  str(b.push_device_id), str(b.conversation_id), str(b.message_id), str(b.attachment_id)}
     b.markers |= {row[1], row[2]}  # its NPI and name (the specialty and city may well exist in demo too)
     return b
 
@@ -156,6 +173,10 @@ PATH_PARAMS: dict[str, Callable[[TenantB], Any]] = {
     "exception_id": lambda b: b.exception_id,
     "notification_id": lambda b: b.notification_id,
     "encounter_id": lambda b: b.encounter_id,
+    "device_id": lambda b: b.push_device_id,
+    "conversation_id": lambda b: b.conversation_id,
+    "message_id": lambda b: b.message_id,
+    "attachment_id": lambda b: b.attachment_id,
 }
 
 # Query parameters: demo2's values where the name refers to something of demo2's; None leaves the
@@ -176,6 +197,7 @@ QUERY_PARAMS: dict[str, Callable[[TenantB], Any] | None] = {
     "to": None,
     "status": None,
     "type": None,  # a visit type (slots): optional, tenant-neutral
+    "before": None,
     "unread_only": None,
     "government_id_system": None,
     "government_id_value": None,
@@ -238,6 +260,13 @@ BODIES: dict[tuple[str, str], Callable[[Caller, TenantB], dict]] = {
         "patient_id": str(b.patient_id), "provider_id": str(b.provider_id), "location_id": str(b.location_id),
         "type": "emergency", "starts_at": "2031-01-06T10:00:00Z"}},
     ("POST", "/api/v1/patients/{patient_id}/encounters"): lambda c, b: {"json": {"diagnoses": ["I10"]}},
+    ("PUT", "/api/v1/me/notification-preferences"): lambda c, b: {"json": {"language": "en"}},
+    ("POST", "/api/v1/me/push-devices"): lambda c, b: {"json": {"kind": "fcm", "token": f"walk-{uuid.uuid4().hex}"}},
+    # Into demo2's conversation: a demo caller is no participant.
+    ("POST", "/api/v1/messages/send"): lambda c, b: {"json": {"conversation_id": str(b.conversation_id),
+                                                               "body": "route walk"}},
+    ("POST", "/api/v1/messages/attachments"): lambda c, b: {"data": {"conversation_id": str(b.conversation_id)},
+                                                             "files": {"file": ("walk.txt", b"walk", "text/plain")}},
     ("POST", "/api/v1/encounters/{encounter_id}/amendments"): lambda c, b: {"json": {
         "field": "note", "value": "walk", "reason": "route walk"}},
     ("POST", "/api/v1/appointments/{appointment_id}/status"): lambda c, b: {"json": {"status": "cancelled",
@@ -390,15 +419,26 @@ def test_tenant_a_cannot_reach_tenant_b(server, client, owner, callers, tenant_b
 GET_BY_ID = [pytest.param(path, id=path) for method, path in mounted_routes() if method == "GET" and path_params(path)]
 
 
+# Conversations are for their participants only: demo2's admin is in none, its doctor is in the
+# seeded one. An attachment download answers with a redirect to a short-lived link.
+CONTROL_ROLE = {"/api/v1/messages/conversations/{conversation_id}": "doctor",
+                "/api/v1/messages/attachments/{attachment_id}": "doctor"}
+REDIRECTS = {"/api/v1/messages/attachments/{attachment_id}"}
+
+
 @pytest.mark.parametrize("path", GET_BY_ID)
 def test_tenant_b_reaches_the_same_resources(server, client, tenant_b, path):
-    """Control: the ids the walk aims at are real and readable by demo2's own admin, so demo's
+    """Control: the ids the walk aims at are real and readable by demo2's own staff, so demo's
     403/404 is tenant isolation and not a bogus id."""
-    admin = login(client, f"admin@{B}.carebase.local")
-    caller = Caller("admin", f"admin@{B}.carebase.local", PASSWORD, admin)
+    role = CONTROL_ROLE.get(path, "admin")
+    email = f"{role}@{B}.carebase.local"
+    caller = Caller(role, email, PASSWORD, login(client, email))
     url, kwargs = build_request(server, "GET", path, caller, tenant_b)
     r = client.get(url, **kwargs)
-    assert r.status_code == 200, f"GET {url} as demo2's admin -> {r.status_code}: {r.text[:300]}"
+    expected = 307 if path in REDIRECTS else 200
+    assert r.status_code == expected, f"GET {url} as demo2's {role} -> {r.status_code}: {r.text[:300]}"
+    if expected != 200:
+        return
     if "json" not in r.headers["content-type"]:  # a download (the record as a PDF): the 200 is the proof
         return
     body = r.json()

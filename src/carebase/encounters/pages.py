@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import re
 import uuid
-from html import escape
 from datetime import datetime
 from typing import Annotated
 from zoneinfo import ZoneInfo
@@ -19,7 +18,7 @@ from carebase.encounters import codes, schemas, service
 from carebase.platform.authz import Principal
 from carebase.platform.errors import DomainError
 from carebase.platform.web import DbSession, PagePrincipal, refusable
-from carebase.portal.pages import render_page
+from carebase.portal.pages import refusal, render_page
 from carebase.providers import service as providers
 from carebase.tenants import service as tenants
 
@@ -115,12 +114,12 @@ async def record_from_page(request: Request, patient_id: uuid.UUID, session: DbS
             "problems": [{"name": p} for p in _lines(problems)],
             **{k: v.strip() or None for k, v in texts.items()}})
     except ValidationError as err:
-        return HTMLResponse(f'<p class="error" id="encounter-error">{escape(_form_error(err))}</p>')
+        return refusal(_form_error(err), "encounter-error", "p")
     content = body.model_dump(exclude={"type", "occurred_at", "provider_id", "appointment_id"})
     done = await refusable(session, lambda: service.record_encounter(
         session, principal, patient_id, type=body.type, appointment_id=body.appointment_id, **content))
     if isinstance(done, DomainError):
-        return HTMLResponse(f'<p class="error" id="encounter-error">{escape(done.detail)}</p>')
+        return refusal(done, "encounter-error", "p")
     # Signed: load the chart again, the new encounter marked (a new query string, or the browser
     # would treat a second redirect to the same page as a mere jump to an anchor).
     return Response(status_code=200, headers={

@@ -1,7 +1,7 @@
-"""In-app notifications (the notifications issue adds e-mail, SMS and push on top)."""
+"""Notifications: in-app notices, people's notification settings and their push devices."""
 
-from sqlalchemy import Column, DateTime, String, Table, Text, UniqueConstraint, func
-from sqlalchemy.dialects.postgresql import UUID
+from sqlalchemy import Column, DateTime, String, Table, Text, Time, UniqueConstraint, func
+from sqlalchemy.dialects.postgresql import JSONB, UUID
 
 from carebase.platform.db import metadata
 
@@ -20,4 +20,30 @@ notifications = Table(
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("read_at", DateTime(timezone=True), nullable=True),
     UniqueConstraint("tenant_id", "dedupe_key"),
+)
+
+# A person's notification settings, across all their clinics and pharmacies.
+notification_profiles = Table(
+    "notification_profiles",
+    metadata,
+    Column("account_id", UUID(as_uuid=True), primary_key=True),
+    Column("language", String(8), nullable=False, server_default="en"),
+    Column("timezone", String(64), nullable=True),  # None: the tenant's
+    Column("quiet_start", Time, nullable=True),  # local wall-clock times; both or neither
+    Column("quiet_end", Time, nullable=True),
+    Column("categories_off", JSONB, nullable=False, server_default="[]"),
+    Column("channels_off", JSONB, nullable=False, server_default="[]"),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+# Where push notifications reach a person: browsers (Web Push subscriptions) and apps (FCM tokens).
+push_devices = Table(
+    "push_devices",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column("account_id", UUID(as_uuid=True), nullable=False, index=True),
+    Column("kind", String(16), nullable=False),  # webpush | fcm
+    Column("address", Text, nullable=False, unique=True),  # the subscription endpoint or the FCM token
+    Column("keys", JSONB, nullable=True),  # Web Push: p256dh and auth
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )

@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, TypeVar
 
 import psycopg
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, Request, WebSocket
 from fastapi.exceptions import HTTPException as FastAPIHTTPException
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -28,6 +28,7 @@ from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import HTTPConnection
 
 from carebase.platform import context, crypto, tokens
 from carebase.platform.authz import Principal
@@ -414,10 +415,11 @@ def unexpected_error(exc: Exception) -> DomainError:
     return err
 
 
-async def reject_unexpected_body(request: Request) -> None:
+async def reject_unexpected_body(request: HTTPConnection) -> None:
     """A POST/PUT/PATCH to a route that takes no body must not carry one (malformed or not):
-    refusing it beats silently acting on a request the client did not mean to send."""
-    if request.method not in ("POST", "PUT", "PATCH"):
+    refusing it beats silently acting on a request the client did not mean to send. (Typed as a
+    connection: app-wide dependencies run for WebSockets too, which have no body.)"""
+    if not isinstance(request, Request) or request.method not in ("POST", "PUT", "PATCH"):
         return
     route = request.scope.get("route")
     if route is None or getattr(route, "body_field", None) is not None:
@@ -504,6 +506,26 @@ async def _principal(request: Request) -> Principal:
     return principal
 
 
+async def websocket_principal(websocket: WebSocket, db: Database) -> Principal:
+    """Who opened a WebSocket: the portal's cookie, or ``?access_token=`` (browsers cannot set an
+    Authorization header on one). With the cookie, the page must come from this very site: a
+    WebSocket is not bound by CORS, so a foreign page could otherwise ride the cookie."""
+    token, from_cookie = _credential(websocket.scope)
+    if not token:
+        token, from_cookie = websocket.query_params.get("access_token"), False
+    if not token:
+        raise NotAuthenticated("Sign in first (the portal's cookie, or ?access_token=).", code="not-authenticated")
+    if from_cookie:
+        origin = (websocket.headers.get("origin") or "").split("://", 1)[-1]
+        if origin != websocket.headers.get("host"):
+            raise Forbidden("This WebSocket only opens from Carebase's own pages.", code="bad-origin")
+    principal = tokens.decode_access_token(token)
+    async with db.transaction(principal.tenant_id, principal.account_id) as session:
+        for check in _session_validators:
+            await check(session, principal)
+    return principal
+
+
 async def _soft_principal(request: Request) -> Principal | None:
     """For pages: the caller if their token is valid, else None (the page redirects or refreshes)."""
     try:
@@ -527,7 +549,8 @@ async def _optional_principal(request: Request) -> Principal | None:
     return await _principal(request)
 
 
-async def _db_session(request: Request) -> AsyncSession:
+async def db_session(request: Request) -> AsyncSession:
+    """The request's session (what ``DbSession`` resolves to; plain Starlette routes call it)."""
     rscope = request_scope(request)
     if rscope.session is None:
         session = await rscope.open()
@@ -538,4 +561,4 @@ async def _db_session(request: Request) -> AsyncSession:
 CurrentPrincipal = Annotated[Principal, Depends(_principal)]
 OptionalPrincipal = Annotated[Principal | None, Depends(_optional_principal)]
 PagePrincipal = Annotated[Principal | None, Depends(_soft_principal)]
-DbSession = Annotated[AsyncSession, Depends(_db_session)]
+DbSession = Annotated[AsyncSession, Depends(db_session)]

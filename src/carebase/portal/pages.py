@@ -7,6 +7,7 @@ write from a page sends the CSRF token (double-submit cookie) in the X-CSRF-Toke
 from __future__ import annotations
 
 import secrets
+from html import escape
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated
@@ -98,6 +99,13 @@ async def _portal_principal(request: Request, principal: Principal | None, sessi
     fresh = tokens.decode_access_token(pair.access_token)
     await adopt_principal(request, fresh)
     return fresh, pair
+
+
+def refusal(message: str | DomainError, element_id: str | None = None, tag: str = "small") -> HTMLResponse:
+    """A refused form's message, as the fragment htmx swaps in where the result would go."""
+    text = message.detail if isinstance(message, DomainError) else message
+    ident = f' id="{element_id}"' if element_id else ""
+    return HTMLResponse(f'<{tag} class="error"{ident}>{escape(text)}</{tag}>')
 
 
 async def render_page(request: Request, session, principal: Principal | None, template: str,

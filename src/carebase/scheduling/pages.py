@@ -16,7 +16,7 @@ from carebase.patients import service as patients
 from carebase.platform.authz import Principal
 from carebase.platform.errors import DomainError
 from carebase.platform.web import DbSession, PagePrincipal, refusable
-from carebase.portal.pages import render_page, templates
+from carebase.portal.pages import refusal, render_page, templates
 from carebase.providers import service as providers
 from carebase.scheduling import service
 from carebase.settings import get_settings
@@ -64,10 +64,6 @@ async def calendar_fragment(request: Request, session: DbSession, principal: Pag
     return templates.TemplateResponse(request, "scheduling/_day.html", await _day(session, principal, day, provider_id))
 
 
-def _refusal(err: DomainError) -> HTMLResponse:
-    return HTMLResponse(f'<small class="error">{escape(err.detail)}</small>')
-
-
 Status = Annotated[str, Form(max_length=16)]
 
 
@@ -79,7 +75,7 @@ async def status_from_page(request: Request, appointment_id: uuid.UUID, session:
     done = await refusable(session, lambda: service.change_status(session, principal, appointment_id, status=status,
                                                                   reason=reason or None))
     if isinstance(done, DomainError):
-        return _refusal(done)
+        return refusal(done)
     return HTMLResponse("<small>Saved</small>")
 
 
@@ -89,7 +85,7 @@ async def call_next_from_page(request: Request, location_id: uuid.UUID, session:
         return HTMLResponse("", status_code=401)
     called = await refusable(session, lambda: service.call_next(session, principal, location_id))
     if isinstance(called, DomainError):
-        return _refusal(called)
+        return refusal(called)
     text = f"Called {service.ticket(called)}" if called else "Nobody is waiting."
     return HTMLResponse(f'<small id="call-result">{text}</small>')
 
@@ -165,7 +161,7 @@ async def slots_fragment(request: Request, session: DbSession, principal: PagePr
                                                                 location_id=location_id, start=day, days=7,
                                                                 type=type))
     if isinstance(found, DomainError):
-        return _refusal(found)
+        return refusal(found)
     tz = ZoneInfo((await tenants.get_location(session, principal, location_id)).timezone)
     days: dict[date, list] = {}
     for s in found:
@@ -183,7 +179,7 @@ async def book_from_page(request: Request, session: DbSession, principal: PagePr
     if principal is None:
         return HTMLResponse("", status_code=401)
     if type not in service.APPOINTMENT_TYPES:
-        return HTMLResponse('<small class="error">Pick a visit type from the list.</small>')
+        return refusal("Pick a visit type from the list.")
 
     async def command():
         who = patient_id
@@ -195,7 +191,7 @@ async def book_from_page(request: Request, session: DbSession, principal: PagePr
 
     booked = await refusable(session, command)
     if isinstance(booked, DomainError):
-        return _refusal(booked)
+        return refusal(booked)
     tz = ZoneInfo((await tenants.get_location(session, principal, location_id)).timezone)
     when = booked.starts_at.astimezone(tz).strftime("%a %d %b %Y, %H:%M")
     return HTMLResponse(f'<p id="booked" class="ok">Booked: <strong>{escape(when)}</strong>, '

@@ -370,7 +370,7 @@ async def book(session: AsyncSession, principal: Principal, *, patient_id: uuid.
         raise _slot_taken(exc) from exc
     a = await _load(session, tenant_id, appointment_id)
     await _schedule_reminders(session, a)
-    await _tell_patient(session, a, f"Your {type.replace('_', ' ')} is booked")
+    await _tell_patient(session, a, "appointment.booked")
     await _announce(session, tenant_id, "appointment.booked", a)
     return a
 
@@ -436,6 +436,8 @@ async def change_status(session: AsyncSession, principal: Principal, appointment
                             new_events=[NewEvent(ev.STATUS_CHANGED, {"status": status, "reason": reason})])
     a = await _load(session, a.tenant_id, a.id)
     await _announce(session, a.tenant_id, "appointment.status_changed", a)
+    if status == "cancelled":
+        await _tell_patient(session, a, "appointment.cancelled", reason=reason.strip())
     return a
 
 
@@ -477,10 +479,6 @@ async def _schedule_reminders(session: AsyncSession, a: Appointment) -> None:
                              starts_at=a.starts_at.isoformat(), lead_minutes=int(lead.total_seconds() // 60))
 
 
-def _when(lead_minutes: int) -> str:
-    return "tomorrow" if lead_minutes >= 24 * 60 else f"in {lead_minutes // 60} hours"
-
-
 async def send_reminder(session: AsyncSession, *, appointment_id: uuid.UUID, tenant_id: uuid.UUID,
                         starts_at: datetime, lead_minutes: int) -> bool:
     """Leave the patient an in-app reminder, unless the visit was moved, cancelled or has no login
@@ -492,31 +490,33 @@ async def send_reminder(session: AsyncSession, *, appointment_id: uuid.UUID, ten
     described = await _describe(session, _appointment(row))
     if described is None:
         return False
-    account_id, when = described
+    account_id, visit = described
     return await notifications.notify(
-        session, tenant_id=tenant_id, account_id=account_id, kind="appointment.reminder",
-        title=f"Your {row.type.replace('_', ' ')} is {_when(lead_minutes)}", body=when,
-        link=f"/api/v1/appointments/{appointment_id}",
-        dedupe_key=f"reminder:{appointment_id}:{row.starts_at.isoformat()}:{lead_minutes}")
+        session, tenant_id=tenant_id, account_id=account_id, type="appointment.reminder",
+        data={**visit, "hours_ahead": lead_minutes // 60}, link=f"/api/v1/appointments/{appointment_id}",
+        event_key=f"{appointment_id}:{row.starts_at.isoformat()}:{lead_minutes}")
 
 
-async def _describe(session: AsyncSession, a: Appointment) -> tuple[uuid.UUID, str] | None:
-    """The patient's login and the visit's time and place as they read it, or None if the
-    patient has no login to tell."""
+async def _describe(session: AsyncSession, a: Appointment) -> tuple[uuid.UUID, dict] | None:
+    """The patient's login and the visit as the notification templates show it (local time and
+    place), or None if the patient has no login to tell."""
     account_id = await patients.account_of(session, a.tenant_id, a.patient_id)
     if account_id is None:
         return None
     scheduler = Principal.of(_SCHEDULER, a.tenant_id, ["admin"])
     location = await tenants.get_location(session, scheduler, a.location_id)
     local = a.starts_at.astimezone(ZoneInfo(location.timezone))
-    return account_id, f"{local:%A %d %B at %H:%M} ({location.timezone}), {location.name}."
+    return account_id, {"visit_type": a.type.replace("_", " "), "when": f"{local:%A %d %B at %H:%M}",
+                        "timezone": location.timezone, "place": location.name}
 
 
-async def _tell_patient(session: AsyncSession, a: Appointment, title: str) -> None:
+async def _tell_patient(session: AsyncSession, a: Appointment, type: str, **data) -> None:
+    """``appointment.booked`` or ``appointment.cancelled``, once per visit."""
     described = await _describe(session, a)
     if described is not None:
-        await notifications.notify(session, tenant_id=a.tenant_id, account_id=described[0], kind=f"appointment.{a.status}",
-                                   title=title, body=described[1], link=f"/api/v1/appointments/{a.id}")
+        await notifications.notify(session, tenant_id=a.tenant_id, account_id=described[0], type=type,
+                                   data={**described[1], **data}, event_key=str(a.id),
+                                   link=f"/api/v1/appointments/{a.id}")
 
 
 @jobs.job("scheduling.remind")

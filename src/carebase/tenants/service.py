@@ -239,3 +239,14 @@ async def remove_member(session: AsyncSession, principal: Principal, membership_
         raise Conflict("You cannot remove your own admin role; ask another admin.", code="self-removal")
     await eventstore.append(session, stream_type="membership", stream_id=membership_id, tenant_id=tenant_id,
                             expected_version=1, new_events=[NewEvent(ev.MEMBER_REMOVED, {})])
+
+
+CARE_TEAM_ROLES = ("doctor", "nurse", "receptionist", "pharmacist")
+
+
+async def care_team(session: AsyncSession, tenant_id: uuid.UUID) -> dict[uuid.UUID, str]:
+    """The staff a patient of this organization may write to, by account: {account_id: role}."""
+    rows = (await session.execute(select(memberships.c.account_id, memberships.c.role).where(
+        memberships.c.tenant_id == tenant_id, memberships.c.revoked_at.is_(None),
+        memberships.c.role.in_(CARE_TEAM_ROLES)).order_by(memberships.c.created_at))).all()
+    return {r.account_id: r.role for r in rows}
