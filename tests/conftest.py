@@ -36,12 +36,25 @@ PASSWORD = "carebase-demo"
 SECRET = "test-secret-" + secrets.token_urlsafe(16)
 
 
+def _backend_names() -> list[str]:
+    """embedded always, system when CAREBASE_TEST_DATABASE_URL is set; CAREBASE_TEST_BACKENDS picks
+    one (`./dev test` runs the two in parallel processes)."""
+    names = ["embedded", "system"] if os.environ.get("CAREBASE_TEST_DATABASE_URL") else ["embedded"]
+    only = os.environ.get("CAREBASE_TEST_BACKENDS")
+    return [n for n in names if n == only] if only else names
+
+
 def pytest_generate_tests(metafunc):
     if "backend_name" in metafunc.fixturenames:
-        names = ["embedded"]
-        if os.environ.get("CAREBASE_TEST_DATABASE_URL"):
-            names.append("system")
-        metafunc.parametrize("backend_name", names, scope="session")
+        metafunc.parametrize("backend_name", _backend_names(), scope="session")
+
+
+def pytest_collection_modifyitems(config, items):
+    # Tests without a database backend run once: in the embedded process when the backends are split.
+    if os.environ.get("CAREBASE_TEST_BACKENDS") == "system":
+        keep = [i for i in items if "backend_name" in getattr(i, "fixturenames", ())]
+        config.hook.pytest_deselected(items=[i for i in items if i not in keep])
+        items[:] = keep
 
 
 @dataclass

@@ -47,6 +47,7 @@ def upgrade() -> None:
     sa.UniqueConstraint('dedupe_key', name=op.f('uq_deliveries_dedupe_key'))
     )
     op.create_index('ix_deliveries_tenant_id_status_created_at', 'deliveries', ['tenant_id', 'status', 'created_at'])
+    op.create_index('ix_deliveries_account_id_created_at', 'deliveries', ['account_id', 'created_at'])
     op.create_table('delivery_attempts',
     sa.Column('id', postgresql.UUID(as_uuid=True), nullable=False),
     sa.Column('delivery_id', postgresql.UUID(as_uuid=True), nullable=False),

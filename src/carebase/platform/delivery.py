@@ -90,6 +90,7 @@ deliveries = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("finished_at", DateTime(timezone=True), nullable=True),
     Index("ix_deliveries_tenant_id_status_created_at", "tenant_id", "status", "created_at"),
+    Index("ix_deliveries_account_id_created_at", "account_id", "created_at"),  # the hourly rate limit
 )
 
 delivery_attempts = Table(
