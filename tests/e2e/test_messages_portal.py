@@ -5,11 +5,23 @@ from __future__ import annotations
 
 from playwright.sync_api import expect
 
-from tests.conftest import ARTIFACTS, demo_patient
+from tests.conftest import ARTIFACTS, bearer, demo_patient, login
 from tests.e2e.test_portal import _sign_in, browser  # noqa: F401  (the fixture)
 
 
-def test_a_patient_and_a_doctor_chat_live(browser, server, owner):  # noqa: F811
+def _unread_with(client, token: dict, doctor_name: str) -> tuple[str | None, int]:
+    """The patient's conversation with this doctor (if any) and its unread count."""
+    for c in client.get("/api/v1/messages/conversations", headers=bearer(token)).json():
+        if any(p["display_name"] == doctor_name for p in c["participants"]):
+            return c["id"], c["unread"]
+    return None, 0
+
+
+def test_a_patient_and_a_doctor_chat_live(browser, server, owner, client):  # noqa: F811
+    patient_token = login(client, "patient@demo.carebase.local")
+    doctor_name = client.get("/api/v1/me", headers=bearer(login(client, "doctor@demo.carebase.local"))).json()[
+        "display_name"]
+    _, unread_before = _unread_with(client, patient_token, doctor_name)  # the demo's welcome message, say
     doctor_ctx, patient_ctx = browser.new_context(), browser.new_context()
     doctor, patient = doctor_ctx.new_page(), patient_ctx.new_page()
     _sign_in(doctor, server.url, "doctor@demo.carebase.local")
@@ -25,7 +37,7 @@ def test_a_patient_and_a_doctor_chat_live(browser, server, owner):  # noqa: F811
     # The patient sees an unread badge, opens the conversation.
     patient.goto(f"{server.url}/portal/messages")
     link = patient.locator(f'.conversation-link[data-id="{conversation}"]')
-    expect(link.locator("xpath=..").locator(".unread-badge")).to_have_text("1")
+    expect(link.locator("xpath=..").locator(".unread-badge")).to_have_text(str(unread_before + 1))
     link.click()
     expect(patient.locator("#live-status")).to_have_text("live")
     expect(patient.locator("#thread")).to_contain_text("how is the new inhaler working?")
