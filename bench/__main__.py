@@ -8,9 +8,13 @@
    p99 < 50 ms.
 3. Clinical core (issue 4, bench/clinical.py): patient search and chart load latency over 100,000
    patients and 1,000,000 encounters, concurrent booking throughput, calendar push latency.
+4. Notifications (issue 5, bench/notifications.py): deliveries/s through the local channels with 2
+   `carebase worker` processes vs raw INSERT transactions/s into the outbox, and where the time goes.
+5. Chat fan-out (issue 5, bench/chat.py): a message sent through one `carebase serve` process, to
+   the event on a WebSocket held by another process (p99 < 100 ms).
 
 Options: --seconds N (per measurement, default 8), --database-url URL (default: a fresh embedded
-server), --only appends|http|clinical.
+server), --only appends|http|clinical|notifications|chat.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ import psycopg
 from sqlalchemy import Column, Integer, Table
 from sqlalchemy.dialects.postgresql import UUID, insert
 
-from bench import clinical
+from bench import chat, clinical, notifications
 from bench.harness import Row, carebase_server, log, login, prepare_database, print_rows, seed_demo, server_env, \
     urls_owner_dsn, uvicorn, wrk
 
@@ -143,7 +147,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(prog="./dev bench")
     ap.add_argument("--seconds", type=float, default=8)
     ap.add_argument("--database-url", default=os.environ.get("CAREBASE_BENCH_DATABASE_URL"))
-    ap.add_argument("--only", choices=("appends", "http", "clinical"))
+    ap.add_argument("--only", choices=("appends", "http", "clinical", "notifications", "chat"))
     opts = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="carebase-bench-"))
     settings, urls, keep = prepare_database(opts.database_url, tmp)
@@ -171,6 +175,12 @@ def main() -> None:
             # For reading the line above: the share of the ceiling the framework alone leaves us.
             rows.append(Row("(reference) FastAPI hello-world req/s vs ASGI hello-world", h["fastapi_rps"],
                             h["hello_rps"], h["fastapi_rps"] / h["hello_rps"], "-", None))
+        # Before clinical: its bookings park thousands of future reminder jobs in the job queue,
+        # which every job fetch then walks past (see docs/benchmarks.md, Notifications).
+        if opts.only in (None, "notifications"):
+            rows += notifications.run(settings, urls, opts.seconds, tmp)
+        if opts.only in (None, "chat"):
+            rows += chat.run(settings, urls, opts.seconds, tmp)
         if opts.only in (None, "clinical"):
             rows += clinical.run(settings, urls, opts.seconds, tmp)
         log("")
