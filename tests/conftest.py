@@ -308,7 +308,8 @@ class ProcessServer(CarebaseProcess):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         super().__init__(backend, ["serve", "--port", str(self.port)], env, f"server-{self.port}.log")
-        deadline = time.time() + 30
+        # Generous: with both backends' suites running at once, a cold start can take well over 30 s.
+        deadline = time.time() + 90
         while True:
             try:
                 if httpx.get(self.url + "/health", timeout=1).status_code == 200:
