@@ -317,6 +317,7 @@ class ProcessServer(CarebaseProcess):
             except httpx.HTTPError:
                 pass
             if self.proc.poll() is not None or time.time() > deadline:
+                self.stop()  # a server that never came up must not outlive the test
                 raise RuntimeError("server did not start:\n" + self.log.read_text())
             time.sleep(0.1)
 
