@@ -271,10 +271,6 @@ async def my_conversations(session: AsyncSession, principal: Principal, *, limit
     return out
 
 
-async def unread_total(session: AsyncSession, principal: Principal) -> int:
-    return sum(c.unread for c in await my_conversations(session, principal, limit=200))
-
-
 async def conversation(session: AsyncSession, principal: Principal, conversation_id: uuid.UUID, *,
                        before: datetime | None = None, limit: int = 50) -> tuple[list[Participant], list[Message]]:
     """Participants (with their read receipts) and messages, oldest first, ``limit`` before ``before``."""

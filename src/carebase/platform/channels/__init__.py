@@ -19,6 +19,7 @@ database. Local adapters set ``transactional`` and write with the session they a
 
 from __future__ import annotations
 
+import functools
 import importlib
 import pkgutil
 from collections.abc import Callable
@@ -107,8 +108,10 @@ def adapter_for(settings: Settings, channel: str) -> Adapter:
         raise ValueError(f"CAREBASE_{channel.upper()}_PROVIDER={provider!r}: not one of {known}") from None
 
 
+@functools.cache
 def _load_adapters() -> None:
     # Every module of this package registers its adapters when imported; imported on first use,
-    # not at the top, so the interface above depends on none of them.
+    # not at the top, so the interface above depends on none of them. Once per process: listing
+    # the package on every delivery was work on the hot path.
     for module in pkgutil.iter_modules(__path__):
         importlib.import_module(f"{__name__}.{module.name}")
