@@ -262,13 +262,20 @@ async def my_conversations(session: AsyncSession, principal: Principal, *, limit
         .where(conversations.c.tenant_id == tenant_id)
         .order_by(func.coalesce(conversations.c.last_message_at, conversations.c.created_at).desc())
         .limit(limit))).all()
-    out = []
-    for r in rows:
-        last = (await session.execute(select(messages).where(messages.c.conversation_id == r.id)
-                                      .order_by(messages.c.created_at.desc()).limit(1))).first()
-        out.append(Conversation(r.id, r.patient_id, await _participants(session, r.id),
-                                _message(last) if last else None, r.last_message_at, r.unread))
-    return out
+    ids = [r.id for r in rows]
+    if not ids:
+        return []
+    # Two queries for the whole list (not two per conversation): everyone in them, and each one's
+    # latest message.
+    people: dict[uuid.UUID, list[Participant]] = {}
+    for p in (await session.execute(select(P).where(P.c.conversation_id.in_(ids)).order_by(P.c.joined_at))).all():
+        people.setdefault(p.conversation_id, []).append(Participant(p.account_id, p.role, p.display_name,
+                                                                    p.last_read_at))
+    latest = {m.conversation_id: _message(m) for m in (await session.execute(
+        select(messages).where(messages.c.conversation_id.in_(ids)).distinct(messages.c.conversation_id)
+        .order_by(messages.c.conversation_id, messages.c.created_at.desc()))).all()}
+    return [Conversation(r.id, r.patient_id, people.get(r.id, []), latest.get(r.id), r.last_message_at, r.unread)
+            for r in rows]
 
 
 async def conversation(session: AsyncSession, principal: Principal, conversation_id: uuid.UUID, *,
