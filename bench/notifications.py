@@ -12,7 +12,7 @@ processes, next to the ceilings measured in the same run.
   procrastinate_jobs`` in the queueing transaction (what autovacuum leaves a minute later).
   Every delivery must leave exactly one outbox message;
 * where the time goes: the worker processes' and PostgreSQL's CPU per delivery (from /proc), and
-  in this process, one at a time: ``deliver()``, ``delivery.run`` (and its SQL statements) and
+  in this process, one at a time: ``deliver()``, ``delivery.run`` and
   procrastinate's fetch + finish of one job.
 
 Chat fan-out between two server processes (the other half of issue 5's benchmark line) is
@@ -39,13 +39,11 @@ DELIVERIES = 5_000
 NOOP_JOBS = 5_000
 WORKERS = 2
 CONCURRENCY = 4  # `carebase worker`'s default
-# Deliveries per second through the workers, as a share of raw outbox INSERT transactions per
-# second on 2 clients: each delivery is at least three transactions (fetch the job, the delivery
-# with its outbox row and attempt, finish the job), so 0.1 leaves ~3x that for everything else.
-TARGET_RATIO = 0.1
 # Deliveries per second as a share of no-op jobs per second through the same workers: the engine's
 # own work for a delivery (one transaction, a handful of statements) should cost no more than the
-# job system's bookkeeping around it.
+# job system's bookkeeping around it. (Raw outbox INSERT transactions/s are printed for scale, with
+# no target: the job system alone reaches only ~0.06 of them on this machine, so a target there
+# would measure procrastinate, not the engine.)
 TARGET_VS_NOOP = 0.5
 CONTENT = {"title": "Order ORD-1: out for delivery", "body": "Your order ORD-1 is out for delivery.",
            "short": "Carebase: your order ORD-1 is out for delivery."}
@@ -228,15 +226,11 @@ def _noop_jobs(urls, env, tmp: Path) -> dict:
 
 async def _split(settings, urls, n: int = 1000) -> dict:
     import procrastinate
-    from sqlalchemy import event
 
     from carebase.platform import delivery
     from carebase.platform.db import Database
 
     db = Database(settings, urls)
-    statements = [0]
-    event.listen(db.owner_engine.sync_engine, "before_cursor_execute",
-                 lambda *args: statements.__setitem__(0, statements[0] + 1))
     content = delivery.Content(**CONTENT)
     prefix = f"+00{secrets.randbelow(10**6):06d}"
     try:
@@ -247,13 +241,11 @@ async def _split(settings, urls, n: int = 1000) -> dict:
             deliver_ms = 1000 * (time.process_time() - cpu) / n
         for delivery_id in ids[:20]:  # warm: compiled statements, prepared statements, adapters loaded
             await delivery.run(db, delivery_id)
-        statements[0] = 0
         cpu, wall = time.process_time(), time.perf_counter()
         for delivery_id in ids[20:]:
             await delivery.run(db, delivery_id)
         run_ms = 1000 * (time.process_time() - cpu) / (n - 20)
         run_wall_ms = 1000 * (time.perf_counter() - wall) / (n - 20)
-        per_run = statements[0] / (n - 20)
         # The same jobs' bookkeeping, through procrastinate as a worker does it (its own pool).
         app = jobs.procrastinate_app(db)
         async with app.open_async():
@@ -267,8 +259,7 @@ async def _split(settings, urls, n: int = 1000) -> dict:
             await app.job_manager.unregister_worker(worker_id)
     finally:
         await db.dispose()
-    return {"deliver_ms": deliver_ms, "run_ms": run_ms, "run_wall_ms": run_wall_ms, "statements": per_run,
-            "jobs_ms": jobs_ms}
+    return {"deliver_ms": deliver_ms, "run_ms": run_ms, "run_wall_ms": run_wall_ms, "jobs_ms": jobs_ms}
 
 
 # -- the run -----------------------------------------------------------------------------------
@@ -296,18 +287,17 @@ def run(settings, urls, seconds: float, tmp: Path) -> list[Row]:
         f"per delivery, {warm['cores']:.2f} cores busy")
     split = asyncio.run(_split(settings, urls))
     log(f"  one at a time in this process: deliver() {split['deliver_ms']:.2f} ms CPU; delivery.run "
-        f"{split['run_ms']:.2f} ms CPU ({split['run_wall_ms']:.2f} ms wall, {split['statements']:.1f} SQL statements "
-        f"through SQLAlchemy + BEGIN, tenant context, COMMIT); procrastinate fetch + finish {split['jobs_ms']:.2f} ms "
-        f"CPU")
+        f"{split['run_ms']:.2f} ms CPU ({split['run_wall_ms']:.2f} ms wall); procrastinate fetch + finish "
+        f"{split['jobs_ms']:.2f} ms CPU")
 
-    ratio = warm["rate"] / raw
     bad = cold["bad"] + warm["bad"]
+    vs_noop = warm["rate"] / noop["rate"]
     return [
-        Row(f"deliveries/s vs raw outbox INSERT tx/s, {WORKERS} workers", warm["rate"], raw, ratio,
-            f">= {TARGET_RATIO}", ratio >= TARGET_RATIO),
+        Row(f"deliveries/s vs no-op jobs/s, same {WORKERS} workers", warm["rate"], noop["rate"], vs_noop,
+            f">= {TARGET_VS_NOOP}", vs_noop >= TARGET_VS_NOOP),
         Row("  outbox messages missing or twice", bad, None, None, "= 0", bad == 0),
-        Row(f"deliveries/s vs no-op jobs/s, same {WORKERS} workers", warm["rate"], noop["rate"],
-            warm["rate"] / noop["rate"], f">= {TARGET_VS_NOOP}", warm["rate"] / noop["rate"] >= TARGET_VS_NOOP),
+        Row(f"  (reference) deliveries/s vs raw outbox INSERT tx/s, {WORKERS} workers", warm["rate"], raw,
+            warm["rate"] / raw, "-", None),
         Row("  (reference) the same, a burst on a never-analyzed job table", cold["rate"], raw, cold["rate"] / raw,
             "-", None),
         Row(f"  (reference) no-op jobs/s vs raw outbox INSERT tx/s, {WORKERS} workers", noop["rate"], raw,

@@ -151,11 +151,19 @@ def worker(concurrency: int = typer.Option(4, help="Jobs run at once by this pro
     """Run background jobs (retries, dead-letter list, recovery of jobs of dead workers)."""
     import importlib
 
-    from carebase.platform import jobs
+    from carebase.platform import channels, jobs
 
     settings = get_settings()
     for name in filter(None, (m.strip() for m in settings.job_modules.split(","))):
         importlib.import_module(name)
+    # Every channel's adapter now rather than at the first delivery: a misspelt provider stops the
+    # worker at start, and the provider libraries are not imported in the middle of a burst.
+    try:
+        for channel in channels.CHANNELS:
+            channels.adapter_for(settings, channel)
+    except ValueError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from None
     from carebase.platform import logging as cblogging
 
     cblogging.configure(settings.log_level, settings.log_file)

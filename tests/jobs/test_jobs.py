@@ -9,7 +9,7 @@ import pytest
 
 import tests.jobs_fixture  # noqa: F401 - registers the test jobs in this process for defer()
 from carebase.platform import jobs
-from tests.conftest import WorkerProcess, bearer, login, run_db, tenant_id_of, wait_for
+from tests.conftest import WorkerProcess, bearer, carebase_cli, login, run_db, tenant_id_of, wait_for
 
 
 def _defer(backend, name: str, **args) -> int:
@@ -97,3 +97,58 @@ def test_unknown_jobs_cannot_be_deferred(backend):
 
     with pytest.raises(KeyError):
         run_db(backend, go)
+
+
+def test_workers_analyze_the_job_table_after_a_burst(backend, owner):
+    """A burst of queued jobs planned on statistics from before it is fetched by reading every
+    queued job (O(N²) for the burst); the workers' upkeep analyzes the table once it grew, long
+    before autovacuum would (switched off here, so it cannot do it for them)."""
+    import asyncio
+
+    from carebase.platform.db import Database
+    from carebase.settings import set_settings
+
+    def analyze() -> bool:
+        async def go():
+            set_settings(backend.settings)
+            db = Database(backend.settings, backend.urls)
+            try:
+                return await jobs.analyze_if_grown(db)
+            finally:
+                await db.dispose()
+
+        return asyncio.run(go())
+
+    def changed() -> int:
+        return owner.execute("SELECT n_mod_since_analyze FROM pg_stat_user_tables "
+                             "WHERE relid = 'procrastinate_jobs'::regclass").fetchone()[0]
+
+    tag = uuid.uuid4().hex
+    burst = jobs.ANALYZE_AFTER_CHANGES + 200
+    owner.execute("ALTER TABLE procrastinate_jobs SET (autovacuum_enabled = false)")
+    try:
+        owner.execute("ANALYZE procrastinate_jobs")
+        wait_for(lambda: changed() < jobs.ANALYZE_AFTER_CHANGES, message="the counter reset by ANALYZE")
+        assert not analyze()  # nothing much changed: no ANALYZE
+        # Tomorrow's jobs: no worker takes them while the test looks.
+        owner.execute(
+            "SELECT procrastinate_defer_jobs_v1(array_agg(ROW('default', 'testing.slow', 0, NULL, NULL, "
+            "jsonb_build_object('tag', %s::text, 'seconds', 0), now() + interval '1 day')"
+            "::procrastinate_job_to_defer_v1)) FROM generate_series(1, %s)", (tag, burst))
+        owner.execute("SELECT pg_stat_force_next_flush()")
+        wait_for(lambda: changed() >= burst, message="the burst in the statistics counters")
+        assert analyze()
+        wait_for(lambda: changed() < jobs.ANALYZE_AFTER_CHANGES, message="the counter reset by the workers' ANALYZE")
+        planned = owner.execute("SELECT reltuples FROM pg_class WHERE oid = 'procrastinate_jobs'::regclass"
+                                ).fetchone()[0]
+        assert planned >= burst  # the planner now knows the queue is long
+        assert not analyze()
+    finally:
+        owner.execute("DELETE FROM procrastinate_jobs WHERE args->>'tag' = %s", (tag,))
+        owner.execute("ALTER TABLE procrastinate_jobs RESET (autovacuum_enabled)")
+
+
+def test_a_worker_with_an_unknown_channel_provider_stops_at_start(backend):
+    done = carebase_cli(backend, "worker", timeout=60, CAREBASE_SMS_PROVIDER="carrier-pigeon")
+    assert done.returncode == 2
+    assert "CAREBASE_SMS_PROVIDER='carrier-pigeon': not one of" in done.stderr and "twilio" in done.stderr

@@ -84,9 +84,9 @@ def test_ten_thousand_notifications_are_delivered_exactly_once_with_workers_kill
             with owner.cursor().copy("COPY eo_deliveries (batch, id, recipient, chain) FROM STDIN") as copy:
                 for delivery_id, (i, to) in zip(ids, todo, strict=True):
                     copy.write_row((batch, delivery_id, to, ",".join(_chain(i))))
-            # Fresh planner statistics for the job queue, as autovacuum would leave them a minute
-            # later: with none, procrastinate's fetch reads every queued job to pick one (see
-            # docs/benchmarks.md, "Notifications (issue 5)").
+            # Fresh planner statistics for the job queue, as the workers' upkeep leaves them within
+            # seconds (jobs.analyze_if_grown): with none, procrastinate's fetch reads every queued
+            # job to pick one (docs/benchmarks.md, "Notifications (issue 5)").
             owner.execute("ANALYZE procrastinate_jobs")
         _say(started, f"queued {DELIVERIES} deliveries; {_delivered(owner, batch)} delivered already")
 

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import and_, func, or_, select, text
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.dialects.postgresql import distinct_on, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from carebase.identity import service as identity
@@ -272,7 +272,7 @@ async def my_conversations(session: AsyncSession, principal: Principal, *, limit
         people.setdefault(p.conversation_id, []).append(Participant(p.account_id, p.role, p.display_name,
                                                                     p.last_read_at))
     latest = {m.conversation_id: _message(m) for m in (await session.execute(
-        select(messages).where(messages.c.conversation_id.in_(ids)).distinct(messages.c.conversation_id)
+        select(messages).where(messages.c.conversation_id.in_(ids)).ext(distinct_on(messages.c.conversation_id))
         .order_by(messages.c.conversation_id, messages.c.created_at.desc()))).all()}
     return [Conversation(r.id, r.patient_id, people.get(r.id, []), latest.get(r.id), r.last_message_at, r.unread)
             for r in rows]

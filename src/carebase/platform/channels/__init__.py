@@ -14,7 +14,8 @@ webhooks) or raises:
 
 Remote adapters talk to the provider's documented HTTP API with httpx (base URLs are settings, so
 the tests point them at local stand-ins speaking the same wire format); they never touch the
-database. Local adapters set ``transactional`` and write with the session they are given.
+database. Local adapters set ``transactional`` and write on the connection they are given: the
+delivery's own psycopg connection, inside its transaction.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from psycopg import AsyncConnection
 
 from carebase.settings import Settings
 
@@ -73,10 +74,10 @@ class PermanentFailure(ChannelFailure):
 
 class Adapter(Protocol):
     provider: str
-    # True: ``send`` writes with ``session`` inside the delivery's transaction (exactly once).
+    # True: ``send`` writes on ``conn`` inside the delivery's transaction (exactly once).
     transactional: bool
 
-    async def send(self, message: Message, session: AsyncSession | None) -> Sent: ...
+    async def send(self, message: Message, conn: AsyncConnection | None) -> Sent: ...
 
 
 AdapterFactory = Callable[[Settings], Adapter]

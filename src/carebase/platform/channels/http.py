@@ -19,7 +19,7 @@ from collections.abc import Collection
 from typing import Any
 
 import httpx
-from sqlalchemy.ext.asyncio import AsyncSession
+from psycopg import AsyncConnection
 
 from carebase.platform.channels import ChannelFailure, Message, PermanentFailure, Sent, TransientFailure
 from carebase.settings import Settings
@@ -44,7 +44,7 @@ class RemoteAdapter:
         self.settings = settings
         self.timeout = settings.channel_timeout_seconds
 
-    async def send(self, message: Message, session: AsyncSession | None) -> Sent:
+    async def send(self, message: Message, conn: AsyncConnection | None) -> Sent:
         raise NotImplementedError
 
     async def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:

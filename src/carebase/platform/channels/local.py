@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import json
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from psycopg import AsyncConnection
 
 from carebase.platform.channels import CHANNELS, Message, PermanentFailure, Sent, register
 from carebase.platform.ids import new_id
-from carebase.settings import Settings
 
 
 class LocalOutbox:
@@ -20,9 +19,7 @@ class LocalOutbox:
     def __init__(self, channel: str):
         self.channel = channel
 
-    async def send(self, message: Message, session: AsyncSession | None) -> Sent:
-        from carebase.platform.delivery import outbound_messages  # the table lives with the engine
-
+    async def send(self, message: Message, conn: AsyncConnection | None) -> Sent:
         if self.channel == "push":
             if not message.to:  # like a real push service: nobody to push to is a refusal
                 raise PermanentFailure("no push device registered", provider=self.provider, code="no-device")
@@ -32,9 +29,11 @@ class LocalOutbox:
             recipient = str(message.to)
             body = message.body if self.channel == "email" else message.short
         message_id = new_id()
-        await session.execute(outbound_messages.insert().values(
-            id=message_id, tenant_id=message.tenant_id, channel=self.channel, recipient=recipient[:320],
-            subject=message.title[:300] if self.channel == "email" else None, body=body, status="local"))
+        await conn.execute(
+            "INSERT INTO outbound_messages (id, tenant_id, channel, recipient, subject, body, status) "
+            "VALUES (%s, %s, %s, %s, %s, %s, 'local')",
+            (message_id, message.tenant_id, self.channel, recipient[:320],
+             message.title[:300] if self.channel == "email" else None, body))
         return Sent(self.provider, str(message_id))
 
 

@@ -18,7 +18,7 @@ documentation is thin, which the stand-in in tests/standins/msg91.py encodes:
 
 from __future__ import annotations
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from psycopg import AsyncConnection
 
 from carebase.platform.channels import Message, Sent, register
 from carebase.platform.channels.http import RemoteAdapter, json_object, text_of
@@ -30,7 +30,7 @@ TEMPLATE_VARIABLE = "body"
 class Msg91Adapter(RemoteAdapter):
     provider = "msg91"
 
-    async def send(self, message: Message, session: AsyncSession | None = None) -> Sent:
+    async def send(self, message: Message, conn: AsyncConnection | None = None) -> Sent:
         s = self.settings
         if not (s.msg91_auth_key and s.msg91_template_id):
             raise self.not_configured("msg91_auth_key", "msg91_template_id")

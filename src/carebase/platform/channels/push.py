@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import httpx
-from sqlalchemy.ext.asyncio import AsyncSession
+from psycopg import AsyncConnection
 
 from carebase.platform.channels import (
     ChannelFailure,
@@ -75,7 +75,7 @@ class RemotePush:
         self.timeout = settings.channel_timeout_seconds
         self.senders = {s.kind: s for s in senders}
 
-    async def send(self, message: Message, session: AsyncSession | None = None) -> Sent:
+    async def send(self, message: Message, conn: AsyncConnection | None = None) -> Sent:
         devices = list(message.to or [])
         if not devices:
             failure = PermanentFailure("no push device", provider=self.provider)

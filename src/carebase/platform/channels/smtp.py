@@ -7,7 +7,7 @@ from email.message import EmailMessage
 from email.utils import make_msgid
 
 import aiosmtplib
-from sqlalchemy.ext.asyncio import AsyncSession
+from psycopg import AsyncConnection
 
 from carebase.platform.channels import Message, PermanentFailure, Sent, TransientFailure, register
 from carebase.settings import Settings
@@ -20,7 +20,7 @@ class Smtp:
     def __init__(self, settings: Settings):
         self.settings = settings
 
-    async def send(self, message: Message, session: AsyncSession | None) -> Sent:
+    async def send(self, message: Message, conn: AsyncConnection | None) -> Sent:
         s = self.settings
         msg = EmailMessage()
         msg["From"], msg["To"], msg["Subject"] = s.mail_from, message.to, message.title

@@ -14,7 +14,7 @@ import hashlib
 import hmac
 from collections.abc import Iterable
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from psycopg import AsyncConnection
 
 from carebase.platform.channels import Message, Sent, register
 from carebase.platform.channels.http import RemoteAdapter, json_object, text_of
@@ -40,7 +40,7 @@ TRANSIENT_CODES = frozenset({"20429", "20500", "20503"})
 class TwilioAdapter(RemoteAdapter):
     provider = "twilio"
 
-    async def send(self, message: Message, session: AsyncSession | None = None) -> Sent:
+    async def send(self, message: Message, conn: AsyncConnection | None = None) -> Sent:
         s = self.settings
         if not (s.twilio_account_sid and s.twilio_auth_token and s.twilio_from):
             raise self.not_configured("twilio_account_sid", "twilio_auth_token", "twilio_from")

@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from psycopg import AsyncConnection
 
 from carebase.platform.channels import Message, Sent, register
 from carebase.platform.channels.http import RemoteAdapter, json_object, text_of
@@ -49,7 +49,7 @@ class WhatsAppAdapter(RemoteAdapter):
     provider = "meta"
     settings_prefix = "whatsapp"
 
-    async def send(self, message: Message, session: AsyncSession | None = None) -> Sent:
+    async def send(self, message: Message, conn: AsyncConnection | None = None) -> Sent:
         s = self.settings
         if not (s.whatsapp_phone_number_id and s.whatsapp_token):
             raise self.not_configured("whatsapp_phone_number_id", "whatsapp_token")
