@@ -3,6 +3,7 @@
 from alembic import context
 
 import carebase.domains  # noqa: F401  - registers every table on the metadata
+from carebase.platform import migrations
 from carebase.platform.db import metadata
 
 config = context.config
@@ -13,3 +14,4 @@ if connection is None:
 context.configure(connection=connection, target_metadata=metadata, compare_type=True)
 with context.begin_transaction():
     context.run_migrations()
+    migrations.run_after_upgrade(connection)

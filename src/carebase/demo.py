@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from carebase.encounters import service as encounters
 from carebase.identity import service as identity
+from carebase.consult import service as consult
 from carebase.messaging import service as messaging
 from carebase.patients import service as patients
 from carebase.platform.authz import Principal
@@ -80,6 +81,7 @@ async def seed(session: AsyncSession, password: str) -> list[str]:
         created += await _seed_schedule(session, admin, slug, accounts["doctor"].id, patient["mrn"])
         created += await _seed_chart(session, Principal.of(accounts["doctor"].id, tenant.id, ["doctor"]),
                                      patient["mrn"], tz)
+        created += await _seed_consultation(session, Principal.of(accounts["patient"].id, tenant.id, ["patient"]))
     return created
 
 
@@ -155,6 +157,26 @@ async def _seed_schedule(session: AsyncSession, admin: Principal, slug: str, doc
     await scheduling.book(session, admin, patient_id=patient.id, provider_id=provider.id, location_id=location.id,
                           type="office_visit", starts_at=slots[4].starts_at, reason_for_visit="Annual check-up")
     return [f"schedule of provider {provider.npi}"]
+
+
+DEMO_CONSULTATION = ["I have had a sore throat and a runny nose, and I keep sneezing.",
+                     "It started three days ago and is about the same.", "About 4 out of 10.",
+                     "A mild fever yesterday evening, no rash. Warm drinks help.",
+                     "Paracetamol 500 mg twice yesterday, it helped a bit.", "No, I am not short of breath.",
+                     "No ear pain.", "No, nothing like that.", "Temperature 37.8 this morning.", "No."]
+
+
+async def _seed_consultation(session: AsyncSession, patient: Principal) -> list[str]:
+    """One completed intake with the offline assistant, waiting in the doctors' queue."""
+    if await consult.mine(session, patient, limit=1):
+        return []
+    engine = consult.OfflineEngine()  # the demo never calls a remote model, whatever is configured
+    c = await consult.start(session, patient, DEMO_CONSULTATION[0], engine=engine)
+    for answer in DEMO_CONSULTATION[1:]:
+        if c.status != "active":
+            break
+        c = await consult.say(session, patient, c.id, answer, engine=engine)
+    return ["a completed consultation"]
 
 
 async def _seed_chart(session: AsyncSession, doctor: Principal, mrn: str, tz: str) -> list[str]:

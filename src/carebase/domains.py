@@ -4,8 +4,10 @@ A new capability is a new folder plus one line here.
 """
 
 from carebase.audit import models as _audit_models  # noqa: F401
+from carebase.consult import models as _consult_models  # noqa: F401
 from carebase.encounters import events as _encounters_events  # noqa: F401
 from carebase.identity import events as _identity_events  # noqa: F401
+from carebase.knowledge import service as _knowledge  # noqa: F401  (its tables, loaded after migrations)
 from carebase.messaging import models as _messaging_models  # noqa: F401
 from carebase.messaging import service as _messaging_jobs  # noqa: F401  (the unread-message nudge)
 from carebase.notifications import models as _notifications_models  # noqa: F401
@@ -35,6 +37,7 @@ ROUTERS = (
     "carebase.encounters.routes",
     "carebase.encounters.pages",
     "carebase.messaging.routes",
+    "carebase.consult.routes",
     "carebase.messaging.pages",
     "carebase.audit.routes",
     "carebase.ops.routes",

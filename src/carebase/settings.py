@@ -50,6 +50,13 @@ class Settings(BaseSettings):
     login_lockout_seconds: int = 15 * 60
     password_reset_ttl_seconds: int = 30 * 60
 
+    # The intake assistant: the built-in offline engine unless an OpenAI-compatible endpoint is set
+    # (CAREBASE_LLM_BASE_URL, e.g. http://127.0.0.1:8080/v1). Only de-identified text goes there.
+    llm_base_url: str | None = None
+    llm_api_key: SecretStr | None = None
+    llm_model: str = "gpt-4o-mini"
+    llm_timeout_seconds: float = 30.0
+
     # Who carries each channel (platform/channels). "local" keeps the message in the
     # outbound_messages table and nothing leaves the machine (demo, tests).
     email_provider: str = "local"  # local | smtp (smtp_host:smtp_port)

@@ -331,6 +331,7 @@ PATH_FACTORIES = {"patient_id": _new_patient, "location_id": _new_location, "ten
                   "notification_id": lambda f: str(uuid.uuid4()), "encounter_id": _new_encounter,
                   "job_id": _dead_job, "device_id": lambda f: str(uuid.uuid4()),
                   "message_id": lambda f: str(uuid.uuid4()), "conversation_id": lambda f: str(uuid.uuid4()),
+                  "consultation_id": lambda f: str(uuid.uuid4()),
                   "attachment_id": lambda f: str(uuid.uuid4())}
 
 

@@ -63,6 +63,7 @@ class TenantB:
     conversation_id: uuid.UUID | None = None
     message_id: uuid.UUID | None = None
     attachment_id: uuid.UUID | None = None
+    consultation_id: uuid.UUID | None = None
 
 
 def _one(owner: psycopg.Connection, query: str, params: tuple) -> Any:
@@ -119,8 +120,11 @@ def load_tenant_b(owner: psycopg.Connection) -> TenantB:
                   "WHERE id = %s AND NOT EXISTS (SELECT 1 FROM message_attachments WHERE tenant_id = %s)",
                   (b.message_id, tenant_id))
     b.attachment_id = _one(owner, "SELECT id FROM message_attachments WHERE tenant_id = %s LIMIT 1", (tenant_id,))
+    b.consultation_id = _one(owner, "SELECT id FROM consultations WHERE tenant_id = %s ORDER BY started_at LIMIT 1",
+                             (tenant_id,))
     b.markers |= {str(b.appointment_id), str(b.exception_id), str(b.notification_id), str(b.encounter_id),
-                  str(b.push_device_id), str(b.conversation_id), str(b.message_id), str(b.attachment_id)}
+                  str(b.push_device_id), str(b.conversation_id), str(b.message_id), str(b.attachment_id),
+                  str(b.consultation_id)}
     b.markers |= {row[1], row[2]}  # its NPI and name (the specialty and city may well exist in demo too)
     return b
 
@@ -177,6 +181,7 @@ PATH_PARAMS: dict[str, Callable[[TenantB], Any]] = {
     "conversation_id": lambda b: b.conversation_id,
     "message_id": lambda b: b.message_id,
     "attachment_id": lambda b: b.attachment_id,
+    "consultation_id": lambda b: b.consultation_id,
 }
 
 # Query parameters: demo2's values where the name refers to something of demo2's; None leaves the
@@ -263,6 +268,8 @@ BODIES: dict[tuple[str, str], Callable[[Caller, TenantB], dict]] = {
     ("PUT", "/api/v1/me/notification-preferences"): lambda c, b: {"json": {"language": "en"}},
     ("POST", "/api/v1/me/push-devices"): lambda c, b: {"json": {"kind": "fcm", "token": f"walk-{uuid.uuid4().hex}"}},
     # Into demo2's conversation: a demo caller is no participant.
+    ("POST", "/api/v1/consultations"): lambda c, b: {"json": {"text": "a mild headache since this morning"}},
+    ("POST", "/api/v1/consultations/{consultation_id}/messages"): lambda c, b: {"json": {"text": "since morning"}},
     ("POST", "/api/v1/messages/send"): lambda c, b: {"json": {"conversation_id": str(b.conversation_id),
                                                                "body": "route walk"}},
     ("POST", "/api/v1/messages/attachments"): lambda c, b: {"data": {"conversation_id": str(b.conversation_id)},
@@ -420,8 +427,9 @@ GET_BY_ID = [pytest.param(path, id=path) for method, path in mounted_routes() if
 
 
 # Conversations are for their participants only: demo2's admin is in none, its doctor is in the
-# seeded one. An attachment download answers with a redirect to a short-lived link.
+# seeded one. Consultations are for their patient and the clinicians (not admins). An attachment download answers with a redirect to a short-lived link.
 CONTROL_ROLE = {"/api/v1/messages/conversations/{conversation_id}": "doctor",
+                "/api/v1/consultations/{consultation_id}": "doctor",
                 "/api/v1/messages/attachments/{attachment_id}": "doctor"}
 REDIRECTS = {"/api/v1/messages/attachments/{attachment_id}"}
 

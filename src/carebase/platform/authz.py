@@ -23,16 +23,16 @@ PERMISSIONS: dict[str, frozenset[str]] = {
         "read:charts",  # the records office: answering a patient's request for their whole record
     }),
     "doctor": frozenset({"read:patients", "write:patients", "manage:prescriptions", "manage:appointments",
-                         "write:charts", "read:charts", "read:members", "read:providers"}),
+                         "write:charts", "read:charts", "read:members", "read:providers", "read:consultations"}),
     "nurse": frozenset({"read:patients", "write:patients", "manage:appointments", "read:members", "write:charts",
-                        "read:charts", "read:providers"}),
+                        "read:charts", "read:providers", "read:consultations"}),
     "receptionist": frozenset({"read:patients", "write:patients", "manage:appointments", "read:members",
                                "read:providers", "manage:schedules"}),
     "pharmacist": frozenset({"read:own_inventory", "manage:own_inventory", "read:own_orders", "manage:own_orders",
                              "read:providers"}),
     "lab": frozenset({"read:lab_orders", "manage:lab_results", "read:providers"}),
     "patient": frozenset({"read:own_record", "manage:own_profile", "read:pharmacies", "create:orders",
-                          "read:own_orders", "read:providers", "book:own_appointments"}),
+                          "read:own_orders", "read:providers", "book:own_appointments", "create:consultations"}),
 }
 
 

@@ -8,13 +8,14 @@ log is INSERT + SELECT (append-only by privilege, not by convention).
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 
 from alembic import command, op
 from alembic.config import Config
 from alembic.script import ScriptDirectory
-from sqlalchemy import create_engine
+from sqlalchemy import Connection, create_engine
 from sqlalchemy.engine import URL
 
 from carebase.settings import get_settings
@@ -60,6 +61,23 @@ def upgrade(owner_url: URL, revision: str = "head") -> None:
 
 def downgrade(owner_url: URL, revision: str) -> None:
     _run(owner_url, command.downgrade, revision)
+
+
+# Reference data shipped with the code (the knowledge base …): each loader runs after every
+# migration run, in its transaction, and reloads its rows when the shipped files changed.
+_after_upgrade: list[Callable[[Connection], None]] = []
+
+
+def after_upgrade(fn: Callable[[Connection], None]) -> Callable[[Connection], None]:
+    """Register ``fn(connection)`` to run after migrations (migrations/env.py calls them). It must
+    check that its tables exist: a downgrade run calls it too."""
+    _after_upgrade.append(fn)
+    return fn
+
+
+def run_after_upgrade(conn: Connection) -> None:
+    for fn in _after_upgrade:
+        fn(conn)
 
 
 # -- helpers for migration scripts -------------------------------------------------------------

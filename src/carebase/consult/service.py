@@ -1,0 +1,247 @@
+"""Consultations: a patient's intake conversation with the assistant, reviewed by a physician.
+
+Every patient message is, in this order: checked for emergency red flags (on the original text,
+on the server; an emergency stops the consultation at once, tells the patient what to do and
+puts it at the top of the clinicians' queue as urgent), stripped of identifiers (``phi.py``; the
+token map stays with the consultation), stored, and only then shown to the assistant (``engine.py``:
+offline by default, an OpenAI-compatible model when configured). The assistant's answer is
+re-identified for display; both versions are kept, so an auditor can see exactly what the model
+saw. After 5–10 exchanges the assistant writes the structured summary, which joins the chart's
+allergies, medicines and problems.
+
+Patients see their own consultations; doctors and nurses of the tenant see the queue (most
+urgent first, then longest waiting), live on ``tenant:<id>:consultations``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from carebase.audit import service as audit
+from carebase.consult import phi
+from carebase.consult.engine import MAX_EXCHANGES, Context, Engine, OfflineEngine, Reply, Turn
+from carebase.consult.models import consultation_turns, consultations
+from carebase.encounters import service as encounters
+from carebase.patients import service as patients
+from carebase.platform import realtime
+from carebase.platform.authz import Principal, require, require_tenant
+from carebase.platform.errors import Conflict, NotFound, ValidationFailed
+from carebase.platform.ids import new_id
+from carebase.prescribing import service as prescribing
+from carebase.settings import Settings, get_settings
+
+realtime.topic("consultations", "read:consultations")
+
+MAX_MESSAGE_CHARS = 2000
+URGENCY = {0: "routine", 1: "urgent", 2: "emergency"}
+
+
+@dataclass(frozen=True)
+class TurnOut:
+    seq: int
+    role: str
+    text: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class Consultation:
+    id: uuid.UUID
+    patient_id: uuid.UUID
+    status: str
+    urgency: int
+    engine: str
+    emergency: dict[str, Any] | None
+    summary: dict[str, Any] | None
+    started_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None
+    turns: list[TurnOut]
+
+
+def engine_for(settings: Settings) -> Engine:
+    if settings.llm_base_url:
+        from carebase.consult.llm import LlmEngine  # httpx client and prompt only when configured
+
+        return LlmEngine(settings)
+    return OfflineEngine()
+
+
+def _identity(p: patients.Patient) -> phi.Identity:
+    others = tuple(n for n in (p.emergency_contact_name,) if n)
+    return phi.Identity(given_name=p.given_name or "", family_name=p.family_name or "", other_names=others,
+                        phone=p.phone, email=p.email, birth_date=p.birth_date,
+                        ids=tuple(i for i in (p.mrn, p.global_id) if i))
+
+
+async def _context(session: AsyncSession, principal: Principal, p: patients.Patient) -> Context:
+    chart = await encounters.chart(session, principal)
+    return Context(
+        age_bracket=phi.age_bracket(p.birth_date, date.today()), sex=p.gender,
+        allergies=tuple(a["substance"] for a in chart["allergies"]),
+        medicines=tuple(m["name"] for m in chart["medications"]),
+        problems=tuple(pr["name"] for pr in chart["problems"]))
+
+
+def _check_text(text: str) -> str:
+    text = (text or "").strip()
+    if not text:
+        raise ValidationFailed("Write what is troubling you.", code="empty-message")
+    if len(text) > MAX_MESSAGE_CHARS:
+        raise ValidationFailed(f"Please keep a message under {MAX_MESSAGE_CHARS} characters.",
+                               code="message-too-long")
+    return text
+
+
+async def start(session: AsyncSession, principal: Principal, text: str, *, engine: Engine | None = None
+                ) -> Consultation:
+    """A patient starts a consultation with their first message. ``engine``: the settings' unless
+    given (the demo seed always uses the offline one)."""
+    require(principal, "create:consultations")
+    tenant_id = require_tenant(principal)
+    text = _check_text(text)
+    me = await patients.own_patient(session, principal)
+    consultation_id = new_id()
+    engine = engine or engine_for(get_settings())
+    await session.execute(consultations.insert().values(
+        id=consultation_id, tenant_id=tenant_id, patient_id=me.id, account_id=principal.account_id, status="active",
+        urgency=0, engine=engine.name))
+    await _patient_says(session, principal, me, consultation_id, text, engine)
+    return await get(session, principal, consultation_id)
+
+
+async def say(session: AsyncSession, principal: Principal, consultation_id: uuid.UUID, text: str, *,
+              engine: Engine | None = None) -> Consultation:
+    """The patient's next message; answered by the assistant in the same request."""
+    require(principal, "create:consultations")
+    text = _check_text(text)
+    row = (await session.execute(select(consultations).where(
+        consultations.c.id == consultation_id, consultations.c.account_id == principal.account_id)
+        .with_for_update())).first()
+    if row is None:
+        raise NotFound("No such consultation of yours.", code="consultation-not-found")
+    if row.status != "active":
+        raise Conflict(f"This consultation is {row.status}; start a new one if something else is troubling you.",
+                       code="consultation-closed", status_now=row.status)
+    me = await patients.own_patient(session, principal)
+    await _patient_says(session, principal, me, consultation_id, text, engine or engine_for(get_settings()))
+    return await get(session, principal, consultation_id)
+
+
+async def _add_turn(session: AsyncSession, tenant_id: uuid.UUID, consultation_id: uuid.UUID, role: str, text: str,
+                    model_text: str) -> None:
+    seq = await session.scalar(select(func.coalesce(func.max(consultation_turns.c.seq), 0) + 1).where(
+        consultation_turns.c.consultation_id == consultation_id))
+    await session.execute(consultation_turns.insert().values(
+        id=new_id(), consultation_id=consultation_id, tenant_id=tenant_id, seq=seq, role=role, text=text,
+        model_text=model_text))
+
+
+async def _patient_says(session: AsyncSession, principal: Principal, me: patients.Patient,
+                        consultation_id: uuid.UUID, text: str, engine: Engine) -> None:
+    tenant_id = me.tenant_id
+    row = (await session.execute(select(consultations.c.phi_tokens).where(consultations.c.id == consultation_id))
+           ).first()
+    mapping = phi.Mapping.from_json(row.phi_tokens or {})
+    stripped, mapping = phi.strip(text, _identity(me), mapping)
+    await _add_turn(session, tenant_id, consultation_id, "patient", text, stripped)
+    channel = f"tenant:{tenant_id}:consultations"
+
+    emergencies = prescribing.emergency_signs(text)
+    if emergencies:
+        advice = " ".join(e.advice for e in emergencies)
+        await _add_turn(session, tenant_id, consultation_id, "assistant", advice, advice)
+        await session.execute(consultations.update().where(consultations.c.id == consultation_id).values(
+            status="emergency", urgency=2, phi_tokens=mapping.to_json(), updated_at=func.now(),
+            finished_at=func.now(),
+            emergency={"signs": [e.sign for e in emergencies], "advice": advice,
+                       "at": datetime.now(UTC).isoformat()}))
+        await realtime.publish(session, channel, {"type": "consultation:emergency", "id": str(consultation_id)})
+        return
+
+    history = [Turn(t.role, t.model_text) for t in (await session.execute(
+        select(consultation_turns.c.role, consultation_turns.c.model_text)
+        .where(consultation_turns.c.consultation_id == consultation_id).order_by(consultation_turns.c.seq))).all()]
+    context = await _context(session, principal, me)
+    reply: Reply = await engine.reply(context, history)
+    if not reply.done and sum(1 for t in history if t.role == "patient") >= MAX_EXCHANGES:
+        # The assistant would not stop: the offline summary closes the intake on time.
+        offline = OfflineEngine()
+        reply = Reply(reply.text, done=True, summary=offline.summarise(context, history, offline.plan(
+            next((t.text for t in history if t.role == "patient"), ""))[0]))
+    await _add_turn(session, tenant_id, consultation_id, "assistant", phi.reidentify(reply.text, mapping), reply.text)
+    values: dict[str, Any] = {"phi_tokens": mapping.to_json(), "updated_at": func.now()}
+    if reply.done:
+        summary = _reidentify(reply.summary or {}, mapping)
+        values.update(status="completed", summary=summary, finished_at=func.now(),
+                      urgency=1 if _urgent(summary) else 0)
+    await session.execute(consultations.update().where(consultations.c.id == consultation_id).values(**values))
+    if reply.done:
+        await realtime.publish(session, channel, {"type": "consultation:completed", "id": str(consultation_id)})
+
+
+def _reidentify(value: Any, mapping: phi.Mapping) -> Any:
+    if isinstance(value, str):
+        return phi.reidentify(value, mapping)
+    if isinstance(value, list):
+        return [_reidentify(v, mapping) for v in value]
+    if isinstance(value, dict):
+        return {k: _reidentify(v, mapping) for k, v in value.items()}
+    return value
+
+
+def _urgent(summary: dict[str, Any]) -> bool:
+    """Severe pain, or a high fever, go before routine requests in the queue."""
+    severity = summary.get("severity")
+    if isinstance(severity, int) and severity >= 8:
+        return True
+    temperature = str((summary.get("vitals") or {}).get("temperature", ""))
+    try:
+        value = float("".join(c for c in temperature if c.isdigit() or c == "."))
+    except ValueError:
+        return False
+    return value >= 39.5 if value < 50 else value >= 103
+
+
+# -- reading -------------------------------------------------------------------------------------
+
+
+def _consultation(r, turns: list[TurnOut]) -> Consultation:
+    return Consultation(r.id, r.patient_id, r.status, r.urgency, r.engine, r.emergency, r.summary, r.started_at,
+                        r.updated_at, r.finished_at, turns)
+
+
+async def get(session: AsyncSession, principal: Principal, consultation_id: uuid.UUID) -> Consultation:
+    """One consultation with every turn: its patient, or the tenant's clinicians (audited read)."""
+    row = (await session.execute(select(consultations).where(consultations.c.id == consultation_id))).first()
+    if row is None or not (row.account_id == principal.account_id or principal.can("read:consultations")):
+        raise NotFound("No such consultation.", code="consultation-not-found")
+    turns = [TurnOut(t.seq, t.role, t.text, t.created_at) for t in (await session.execute(
+        select(consultation_turns).where(consultation_turns.c.consultation_id == consultation_id)
+        .order_by(consultation_turns.c.seq))).all()]
+    await audit.record_reads(session, principal, patient_ids=[row.patient_id], record_type="consultation",
+                             record_id=row.id, purpose=audit.purpose_of(principal, None))
+    return _consultation(row, turns)
+
+
+async def mine(session: AsyncSession, principal: Principal, *, limit: int = 50) -> list[Consultation]:
+    rows = (await session.execute(select(consultations).where(consultations.c.account_id == principal.account_id)
+                                  .order_by(consultations.c.started_at.desc()).limit(limit))).all()
+    return [_consultation(r, []) for r in rows]
+
+
+async def queue(session: AsyncSession, principal: Principal, *, status: str | None = None,
+                limit: int = 100) -> list[Consultation]:
+    """The clinicians' queue: emergencies first, then urgent, then routine; longest waiting first."""
+    require(principal, "read:consultations")
+    require_tenant(principal)
+    stmt = select(consultations).order_by(consultations.c.urgency.desc(), consultations.c.updated_at).limit(limit)
+    stmt = stmt.where(consultations.c.status == status) if status else stmt.where(
+        consultations.c.status.in_(("emergency", "completed")))
+    return [_consultation(r, []) for r in (await session.execute(stmt)).all()]
