@@ -14,9 +14,11 @@
    the event on a WebSocket held by another process (p99 < 100 ms).
 6. PHI stripping (issue 6, bench/phi.py): recall on a corpus of messages with planted identifiers
    (the patient's own >= 0.99, all >= 0.95).
+7. Consultations (issue 6, bench/consult.py): 100 concurrent consultations with the offline engine,
+   turn latency p95 (< 2 s) next to GET /api/v1/me at the same concurrency.
 
 Options: --seconds N (per measurement, default 8), --database-url URL (default: a fresh embedded
-server), --only appends|http|clinical|notifications|chat|phi.
+server), --only appends|http|clinical|notifications|chat|phi|consult.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ import psycopg
 from sqlalchemy import Column, Integer, Table
 from sqlalchemy.dialects.postgresql import UUID, insert
 
-from bench import chat, clinical, notifications, phi
+from bench import chat, clinical, consult, notifications, phi
 from bench.harness import Row, carebase_server, log, login, prepare_database, print_rows, seed_demo, server_env, \
     urls_owner_dsn, uvicorn, wrk
 
@@ -149,7 +151,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(prog="./dev bench")
     ap.add_argument("--seconds", type=float, default=8)
     ap.add_argument("--database-url", default=os.environ.get("CAREBASE_BENCH_DATABASE_URL"))
-    ap.add_argument("--only", choices=("appends", "http", "clinical", "notifications", "chat", "phi"))
+    ap.add_argument("--only", choices=("appends", "http", "clinical", "notifications", "chat", "phi", "consult"))
     opts = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="carebase-bench-"))
     settings, urls, keep = prepare_database(opts.database_url, tmp)
@@ -185,6 +187,8 @@ def main() -> None:
             rows += chat.run(settings, urls, opts.seconds, tmp)
         if opts.only in (None, "phi"):
             rows += phi.run(settings, urls, opts.seconds, tmp)
+        if opts.only in (None, "consult"):
+            rows += consult.run(settings, urls, opts.seconds, tmp)
         if opts.only in (None, "clinical"):
             rows += clinical.run(settings, urls, opts.seconds, tmp)
         log("")
