@@ -17,6 +17,7 @@ from carebase.platform import delivery as _delivery  # noqa: F401
 from carebase.platform import jobs as _jobs  # noqa: F401
 from carebase.platform import ratelimit as _ratelimit  # noqa: F401
 from carebase.platform import web as _web  # noqa: F401
+from carebase.prescribing import models as _prescribing_models  # noqa: F401
 from carebase.providers import events as _providers_events  # noqa: F401
 from carebase.scheduling import events as _scheduling_events  # noqa: F401
 from carebase.scheduling import service as _scheduling_jobs  # noqa: F401  (the reminder job)
@@ -38,6 +39,7 @@ ROUTERS = (
     "carebase.encounters.pages",
     "carebase.messaging.routes",
     "carebase.consult.routes",
+    "carebase.prescribing.routes",
     "carebase.messaging.pages",
     "carebase.audit.routes",
     "carebase.ops.routes",

@@ -184,6 +184,7 @@ def _candidates(f: Field) -> typing.Iterator[Any]:
     yield 1
     yield True
     yield []  # a list field (an empty weekly template, say)
+    yield [{"medicine": "paracetamol"}]  # a prescription's lines (at least one)
     for v in f.variants:  # last resort: the simplest string matching the field's pattern
         if "pattern" in v:
             if v["pattern"] not in _pattern_examples:
@@ -217,7 +218,10 @@ def snapshot_query(owner: psycopg.Connection) -> sql.Composed:
                       "FROM public.{} x)").format(sql.Literal(t + " content"), sql.Identifier(t))
               for t in CONTENT_TABLES]
     parts.append(sql.SQL("'events max(position)', (SELECT max(position) FROM public.events)"))
-    return sql.SQL("SELECT json_build_object({})").format(sql.SQL(", ").join(parts))
+    # A function takes at most 100 arguments: 40 pairs per object, the objects merged.
+    objects = [sql.SQL("jsonb_build_object({})").format(sql.SQL(", ").join(parts[i:i + 40]))
+               for i in range(0, len(parts), 40)]
+    return sql.SQL("SELECT {}").format(sql.SQL(" || ").join(objects))
 
 
 def _diff(before: dict, after: dict) -> str:
@@ -332,6 +336,7 @@ PATH_FACTORIES = {"patient_id": _new_patient, "location_id": _new_location, "ten
                   "job_id": _dead_job, "device_id": lambda f: str(uuid.uuid4()),
                   "message_id": lambda f: str(uuid.uuid4()), "conversation_id": lambda f: str(uuid.uuid4()),
                   "consultation_id": lambda f: str(uuid.uuid4()),
+                  "prescription_id": lambda f: str(uuid.uuid4()),
                   "attachment_id": lambda f: str(uuid.uuid4())}
 
 

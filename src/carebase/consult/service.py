@@ -7,7 +7,8 @@ token map stays with the consultation), stored, and only then shown to the assis
 offline by default, an OpenAI-compatible model when configured). The assistant's answer is
 re-identified for display; both versions are kept, so an auditor can see exactly what the model
 saw. After 5–10 exchanges the assistant writes the structured summary, which joins the chart's
-allergies, medicines and problems.
+allergies, medicines and problems, and the draft prescription goes to the physicians' queue
+(``prescribing.draft_from_consultation``).
 
 Patients see their own consultations; doctors and nurses of the tenant see the queue (most
 urgent first, then longest waiting), live on ``tenant:<id>:consultations``.
@@ -39,7 +40,7 @@ from carebase.settings import Settings, get_settings
 realtime.topic("consultations", "read:consultations")
 
 MAX_MESSAGE_CHARS = 2000
-URGENCY = {0: "routine", 1: "urgent", 2: "emergency"}
+URGENCY = prescribing.URGENCY
 
 
 @dataclass(frozen=True)
@@ -183,6 +184,9 @@ async def _patient_says(session: AsyncSession, principal: Principal, me: patient
                       urgency=1 if _urgent(summary) else 0)
     await session.execute(consultations.update().where(consultations.c.id == consultation_id).values(**values))
     if reply.done:
+        await prescribing.draft_from_consultation(session, principal, patient_id=me.id,
+                                                  consultation_id=consultation_id, summary=values["summary"],
+                                                  urgency=values["urgency"])
         await realtime.publish(session, channel, {"type": "consultation:completed", "id": str(consultation_id)})
 
 

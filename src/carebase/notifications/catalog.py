@@ -32,6 +32,7 @@ TYPES = {t.name: t for t in (
     NotificationType("payment.received", "payments", ("email", "push")),
     NotificationType("payment.refunded", "payments", ("email", "push")),
     NotificationType("prescription.approved", "prescriptions", _PUSH_FIRST),
+    NotificationType("prescription.rejected", "prescriptions", _PUSH_FIRST),
     # The seed's documents chain is e-mail -> backup SMTP -> WhatsApp; one e-mail channel here,
     # whose provider is a setting, then WhatsApp.
     NotificationType("document.ready", "documents", ("email", "whatsapp")),

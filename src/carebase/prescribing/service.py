@@ -1,11 +1,51 @@
-"""Prescribing, for the other domains: the safety rules (``safety.py``) and emergency red flags.
+"""Prescriptions: drafted by the assistant or written by a doctor, always checked by the safety
+rules, approved and signed by a physician, verifiable by anyone holding the QR code.
 
-Prescriptions themselves (drafts, the physician queue, signing) arrive with the rest of issue 6."""
+* **Drafts** come from a completed consultation (the likeliest condition's first-line medicines
+  from the knowledge base; controlled substances are never drafted) or from a doctor writing in
+  the chart. Every draft and every edit runs every safety rule (``safety.py``) and keeps the flags.
+* **The queue** (doctors): drafts, most urgent first, then longest waiting; live on
+  ``tenant:<id>:prescriptions``.
+* **Approval signs**: a blocking flag needs an override reason; the canonical content (patient,
+  prescriber, medicines, instructions, time) is hashed (SHA-256) and signed with the physician's
+  own Ed25519 key, whose private half is sealed at rest under a key derived from the master secret.
+  The patient is notified of an approval or a rejection.
+* **Verification** (``GET /prescriptions/verify/{id}``, public: the QR code's target) recomputes the
+  hash and checks the signature: valid, revoked or tampered.
+"""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from sqlalchemy import func, select, text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from carebase.encounters import service as encounters
+from carebase.identity import service as identity
+from carebase.knowledge import service as knowledge
+from carebase.notifications import service as notifications
+from carebase.patients import service as patients
+from carebase.platform import crypto, realtime
+from carebase.platform.authz import Principal, require, require_tenant
+from carebase.platform.errors import Conflict, NotFound, ValidationFailed
+from carebase.platform.ids import new_id
+from carebase.prescribing.models import prescriber_keys, prescriptions
 from carebase.prescribing.safety import Emergency, Item, Patient, Report, Source, check
 from carebase.prescribing.safety import emergency_signs as _emergency_signs
+
+realtime.topic("prescriptions", "manage:prescriptions")
+
+# How soon a physician should look: consultations and prescriptions share the scale.
+URGENCY = {0: "routine", 1: "urgent", 2: "emergency"}
 
 
 def emergency_signs(text: str) -> list[Emergency]:
@@ -16,3 +56,330 @@ def emergency_signs(text: str) -> list[Emergency]:
 def check_prescription(items: list[Item], patient: Patient, *, source: Source = "physician") -> Report:
     """Every safety rule on a prescription's medicines for this patient."""
     return check(items, patient, source=source)
+
+
+# -- the record ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Prescription:
+    id: uuid.UUID
+    patient_id: uuid.UUID
+    consultation_id: uuid.UUID | None
+    source: str
+    status: str
+    urgency: int
+    items: list[dict[str, Any]]
+    safety: list[dict[str, Any]]
+    diagnosis: str | None
+    notes: str | None
+    override_reason: str | None
+    created_at: datetime
+    updated_at: datetime
+    reviewed_by: uuid.UUID | None
+    reviewed_at: datetime | None
+    content_hash: str | None
+    signed: bool
+
+
+def _prescription(r) -> Prescription:
+    return Prescription(r.id, r.patient_id, r.consultation_id, r.source, r.status, r.urgency, r.items, r.safety,
+                        r.diagnosis, r.notes, r.override_reason, r.created_at, r.updated_at, r.reviewed_by,
+                        r.reviewed_at, r.content_hash, r.signature is not None)
+
+
+def _flags(report: Report) -> list[dict[str, Any]]:
+    return [f.__dict__ for f in report.flags]
+
+
+def _items(raw: list[dict[str, Any]]) -> list[Item]:
+    return [Item(i["medicine"], i.get("dose"), i.get("unit"), i.get("times_per_day")) for i in raw]
+
+
+def _clean_items(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    if not items:
+        raise ValidationFailed("A prescription needs at least one medicine.", code="no-medicines")
+    out = []
+    for i in items:
+        name = str(i.get("medicine") or "").strip()
+        if not name:
+            raise ValidationFailed("Every line needs a medicine.", code="no-medicine-name")
+        med = knowledge.medicine(name)
+        out.append({"medicine": med.generic if med else name, "dose": i.get("dose"), "unit": i.get("unit"),
+                    "times_per_day": i.get("times_per_day"), "duration_days": i.get("duration_days"),
+                    "instructions": (i.get("instructions") or "").strip()})
+    return out
+
+
+async def _facts(session: AsyncSession, principal: Principal, patient_id: uuid.UUID) -> Patient:
+    """What the safety rules need of the patient: age, weight, allergies, problems, medicines."""
+    p = await patients.get_patient(session, principal, patient_id, purpose="treatment")
+    return _patient_facts(p.birth_date, await encounters.chart(session, principal, patient_id))
+
+
+def _patient_facts(birth_date: date | None, chart: dict[str, Any], allergies: list[str] = ()) -> Patient:
+    age = None
+    if birth_date:
+        today = date.today()
+        age = today.year - birth_date.year - ((today.month, today.day) < (birth_date.month, birth_date.day))
+    weights = [v["weight_kg"] for v in chart["vitals"] if v.get("weight_kg")]
+    return Patient(age_years=age, weight_kg=weights[-1] if weights else None,
+                   allergies=tuple({*(a["substance"] for a in chart["allergies"]), *allergies}),
+                   conditions=tuple(pr["name"] for pr in chart["problems"]),
+                   current_medicines=tuple(m["name"] for m in chart["medications"]))
+
+
+async def draft_from_consultation(session: AsyncSession, principal: Principal, *, patient_id: uuid.UUID,
+                                  consultation_id: uuid.UUID, summary: dict[str, Any], urgency: int) -> uuid.UUID:
+    """The assistant's draft for a completed consultation: the likeliest condition's first-line
+    medicines (never a controlled substance), checked, into the physicians' queue."""
+    tenant_id = require_tenant(principal)
+    kb = knowledge.catalog()
+    items: list[dict[str, Any]] = []
+    left_out: list[str] = []
+    diagnosis = None
+    facts = await _own_facts(session, principal, summary)
+    for guess in summary.get("possible_conditions") or []:
+        condition = next((c for c in kb.conditions if c.code == guess.get("code")), None)
+        if condition is None:
+            continue
+        diagnosis = f"{condition.name} ({condition.code}), suggested by the assistant"
+        child = facts.age_years is not None and facts.age_years < 18
+        for f in condition.first_line:
+            med = kb.medicine(f.generic)
+            if med is not None and med.controlled:
+                left_out.append(f"{med.generic} (controlled, schedule {med.controlled}): never drafted")
+                continue
+            items.append({"medicine": med.generic if med else f.generic, "dose": None, "unit": None,
+                          "times_per_day": None, "duration_days": None,
+                          "instructions": ((f.child if child else f.adult) or "") + (f"; {f.note}" if f.note else "")})
+        break
+    report = check(_items(items), facts, source="assistant")
+    prescription_id = new_id()
+    notes = "Not drafted: " + "; ".join(left_out) if left_out else None
+    await session.execute(prescriptions.insert().values(
+        id=prescription_id, tenant_id=tenant_id, patient_id=patient_id, consultation_id=consultation_id,
+        source="assistant", status="draft", urgency=urgency, items=items, safety=_flags(report), diagnosis=diagnosis,
+        notes=notes, created_by=None))
+    await realtime.publish(session, f"tenant:{tenant_id}:prescriptions",
+                           {"type": "prescription:draft", "id": str(prescription_id)})
+    return prescription_id
+
+
+async def _own_facts(session: AsyncSession, principal: Principal, summary: dict[str, Any]) -> Patient:
+    """The patient's own facts while they consult (their own chart, and what they told the assistant)."""
+    me = await patients.own_patient(session, principal)
+    return _patient_facts(me.birth_date, await encounters.chart(session, principal), summary.get("allergies") or [])
+
+
+async def write(session: AsyncSession, principal: Principal, patient_id: uuid.UUID, *, items: list[dict[str, Any]],
+                diagnosis: str | None = None) -> Prescription:
+    """A doctor writes a prescription in the chart: the same safety rules, then approval signs it."""
+    require(principal, "manage:prescriptions")
+    tenant_id = require_tenant(principal)
+    items = _clean_items(items)
+    report = check(_items(items), await _facts(session, principal, patient_id), source="physician")
+    prescription_id = new_id()
+    await session.execute(prescriptions.insert().values(
+        id=prescription_id, tenant_id=tenant_id, patient_id=patient_id, source="physician", status="draft",
+        urgency=0, items=items, safety=_flags(report), diagnosis=diagnosis, created_by=principal.account_id))
+    return await get(session, principal, prescription_id)
+
+
+async def _load(session: AsyncSession, prescription_id: uuid.UUID, *, lock: bool = False):
+    stmt = select(prescriptions).where(prescriptions.c.id == prescription_id)
+    row = (await session.execute(stmt.with_for_update() if lock else stmt)).first()
+    if row is None:
+        raise NotFound("No such prescription.", code="prescription-not-found")
+    return row
+
+
+async def get(session: AsyncSession, principal: Principal, prescription_id: uuid.UUID) -> Prescription:
+    """Physicians see every prescription of their organization; a patient sees their own once a
+    physician decided (never a draft)."""
+    row = await _load(session, prescription_id)
+    if not principal.can("manage:prescriptions"):
+        own = await patients.account_of(session, row.tenant_id, row.patient_id)
+        if own != principal.account_id or row.status == "draft":
+            raise NotFound("No such prescription.", code="prescription-not-found")
+    return _prescription(row)
+
+
+async def queue(session: AsyncSession, principal: Principal, *, limit: int = 100) -> list[Prescription]:
+    require(principal, "manage:prescriptions")
+    require_tenant(principal)
+    rows = (await session.execute(select(prescriptions).where(prescriptions.c.status == "draft")
+                                  .order_by(prescriptions.c.urgency.desc(), prescriptions.c.created_at)
+                                  .limit(limit))).all()
+    return [_prescription(r) for r in rows]
+
+
+async def mine(session: AsyncSession, principal: Principal) -> list[Prescription]:
+    """A patient's decided prescriptions, newest first."""
+    me = await patients.own_patient(session, principal)
+    rows = (await session.execute(select(prescriptions).where(
+        prescriptions.c.patient_id == me.id, prescriptions.c.status != "draft")
+        .order_by(prescriptions.c.created_at.desc()))).all()
+    return [_prescription(r) for r in rows]
+
+
+def _must_be_draft(row) -> None:
+    if row.status != "draft":
+        raise Conflict(f"This prescription is already {row.status}.", code="prescription-decided",
+                       status_now=row.status)
+
+
+async def edit(session: AsyncSession, principal: Principal, prescription_id: uuid.UUID, *,
+               items: list[dict[str, Any]], diagnosis: str | None = None) -> Prescription:
+    """The physician's edit of a draft: every safety rule runs again on the new medicines."""
+    require(principal, "manage:prescriptions")
+    row = await _load(session, prescription_id, lock=True)
+    _must_be_draft(row)
+    items = _clean_items(items)
+    report = check(_items(items), await _facts(session, principal, row.patient_id), source="physician")
+    await session.execute(prescriptions.update().where(prescriptions.c.id == row.id).values(
+        items=items, safety=_flags(report), diagnosis=diagnosis if diagnosis is not None else row.diagnosis,
+        updated_at=func.now()))
+    return await get(session, principal, prescription_id)
+
+
+# -- deciding and signing --------------------------------------------------------------------------
+
+
+def _private_key_sealing(account_id: uuid.UUID) -> tuple[bytes, bytes]:
+    return crypto.keyring().derive("prescriber-keys"), b"prescriber-key:" + str(account_id).encode()
+
+
+async def _signing_key(session: AsyncSession, tenant_id: uuid.UUID,
+                       account_id: uuid.UUID) -> tuple[uuid.UUID, Ed25519PrivateKey]:
+    """The physician's own key, made on their first signature."""
+    key, aad = _private_key_sealing(account_id)
+    row = (await session.execute(select(prescriber_keys).where(prescriber_keys.c.account_id == account_id))).first()
+    if row is not None:
+        return row.id, Ed25519PrivateKey.from_private_bytes(crypto.open_sealed(key, row.sealed_private_key, aad))
+    private = Ed25519PrivateKey.generate()
+    raw = private.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
+                                serialization.NoEncryption())
+    public = private.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    key_id = new_id()
+    await session.execute(prescriber_keys.insert().values(
+        id=key_id, tenant_id=tenant_id, account_id=account_id, public_key=base64.b64encode(public).decode(),
+        sealed_private_key=crypto.seal(key, raw, aad)))
+    return key_id, private
+
+
+def canonical(content: dict[str, Any]) -> bytes:
+    return json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+async def approve(session: AsyncSession, principal: Principal, prescription_id: uuid.UUID, *,
+                  notes: str | None = None, override_reason: str | None = None) -> Prescription:
+    """Approve and sign. Blocking safety flags need ``override_reason``; a flag that may not be
+    overridden (a controlled substance drafted by the assistant) cannot be approved at all."""
+    require(principal, "manage:prescriptions")
+    tenant_id = require_tenant(principal)
+    row = await _load(session, prescription_id, lock=True)
+    _must_be_draft(row)
+    if not row.items:
+        raise Conflict("There is no medicine to approve: add one, or reject with a note.", code="no-medicines")
+    report = check(_items(row.items), await _facts(session, principal, row.patient_id), source="physician")
+    if not report.can_be_approved:
+        raise Conflict("This prescription cannot be approved: " + "; ".join(
+            f"{f.medicine}: {f.reason}" for f in report.blocking if not f.overridable), code="not-overridable")
+    override = (override_reason or "").strip() or None
+    if report.needs_override and not override:
+        raise Conflict("Safety checks found problems that need your reason to override: " + "; ".join(
+            f"{f.medicine}: {f.reason}" for f in report.blocking), code="override-required",
+            flags=[f.__dict__ for f in report.blocking])
+    p = await patients.get_patient(session, principal, row.patient_id, purpose="treatment")
+    prescriber = await _prescriber_name(session, principal)
+    now = datetime.now(UTC)
+    content = {
+        "prescription_id": str(row.id), "tenant_id": str(tenant_id), "issued_at": now.isoformat(),
+        "patient": {"id": str(p.id), "name": f"{p.given_name or ''} {p.family_name or ''}".strip(), "mrn": p.mrn,
+                    "birth_date": p.birth_date.isoformat() if p.birth_date else None},
+        "prescriber": {"account_id": str(principal.account_id), "name": prescriber},
+        "diagnosis": row.diagnosis, "items": row.items, "notes": (notes or "").strip() or None,
+    }
+    body = canonical(content)
+    digest = hashlib.sha256(body).hexdigest()
+    key_id, private = await _signing_key(session, tenant_id, principal.account_id)
+    signature = base64.b64encode(private.sign(digest.encode())).decode()
+    await session.execute(prescriptions.update().where(prescriptions.c.id == row.id).values(
+        status="approved", safety=_flags(report), notes=content["notes"], override_reason=override,
+        reviewed_by=principal.account_id, reviewed_at=now, updated_at=now, signed_content=content,
+        content_hash=digest, signature=signature, signer_key_id=key_id))
+    await _tell_patient(session, tenant_id, row, "prescription.approved", prescriber)
+    await realtime.publish(session, f"tenant:{tenant_id}:prescriptions",
+                           {"type": "prescription:approved", "id": str(row.id)})
+    return await get(session, principal, prescription_id)
+
+
+async def reject(session: AsyncSession, principal: Principal, prescription_id: uuid.UUID, *, notes: str
+                 ) -> Prescription:
+    require(principal, "manage:prescriptions")
+    tenant_id = require_tenant(principal)
+    notes = (notes or "").strip()
+    if not notes:
+        raise ValidationFailed("Say why, for the patient: a rejection needs a note.", code="note-required")
+    row = await _load(session, prescription_id, lock=True)
+    _must_be_draft(row)
+    await session.execute(prescriptions.update().where(prescriptions.c.id == row.id).values(
+        status="rejected", notes=notes, reviewed_by=principal.account_id, reviewed_at=func.now(),
+        updated_at=func.now()))
+    await _tell_patient(session, tenant_id, row, "prescription.rejected", await _prescriber_name(session, principal))
+    await realtime.publish(session, f"tenant:{tenant_id}:prescriptions",
+                           {"type": "prescription:rejected", "id": str(row.id)})
+    return await get(session, principal, prescription_id)
+
+
+async def _prescriber_name(session: AsyncSession, principal: Principal) -> str:
+    account = await identity.get_account(session, principal.account_id)
+    return account.display_name if account else "your doctor"
+
+
+async def _tell_patient(session: AsyncSession, tenant_id: uuid.UUID, row, kind: str, doctor: str) -> None:
+    account = await patients.account_of(session, tenant_id, row.patient_id)
+    if account is not None:
+        await notifications.notify(session, tenant_id=tenant_id, account_id=account, type=kind,
+                                   data={"doctor": doctor.removeprefix("Dr ").removeprefix("Dr. ")},
+                                   event_key=str(row.id), link=f"/portal/prescriptions/{row.id}")
+
+
+# -- verification (public) --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Verification:
+    status: str  # valid | revoked | tampered | unknown
+    detail: str
+    issued_at: str | None = None
+    prescriber: str | None = None
+    content_hash: str | None = None
+
+
+async def verify(session: AsyncSession, prescription_id: uuid.UUID) -> Verification:
+    """What the QR code leads to: the signature and the hash checked against what is stored."""
+    row = (await session.execute(text("SELECT * FROM prescription_for_verification(:id)"),
+                                 {"id": prescription_id})).first()
+    if row is None:
+        return Verification("unknown", "No signed prescription has this number.")
+    content = row.signed_content or {}
+    digest = hashlib.sha256(canonical(content)).hexdigest()
+    intact = digest == row.content_hash
+    try:
+        Ed25519PublicKey.from_public_bytes(base64.b64decode(row.public_key)).verify(
+            base64.b64decode(row.signature), row.content_hash.encode())
+    except Exception:
+        intact = False
+    issued = content.get("issued_at")
+    prescriber = (content.get("prescriber") or {}).get("name")
+    if not intact:
+        return Verification("tampered", "The stored prescription does not match its signature: do not dispense.",
+                            issued, prescriber, row.content_hash)
+    if row.status == "revoked" or row.revoked_at is not None:
+        return Verification("revoked", "The prescriber revoked this prescription: do not dispense.", issued,
+                            prescriber, row.content_hash)
+    return Verification("valid", "Signed by the prescriber and unchanged since.", issued, prescriber,
+                        row.content_hash)
+

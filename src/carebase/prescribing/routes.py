@@ -1,0 +1,87 @@
+"""Prescriptions API: the physicians' queue, edits, approval with signature, rejection, doctors
+writing from the chart, the patient's own list, and the public verification behind the QR code."""
+
+from __future__ import annotations
+
+import uuid
+
+from fastapi import APIRouter, status
+
+from carebase.platform.errors import NotFound
+from carebase.platform.web import CurrentPrincipal, DbSession
+from carebase.prescribing import schemas, service
+
+router = APIRouter(prefix="/api/v1", tags=["prescriptions"])
+
+
+def _out(p: service.Prescription) -> schemas.PrescriptionOut:
+    return schemas.PrescriptionOut(
+        id=p.id, patient_id=p.patient_id, consultation_id=p.consultation_id, source=p.source, status=p.status,
+        urgency=service.URGENCY[p.urgency], items=p.items, safety=[schemas.FlagOut(**f) for f in p.safety],
+        diagnosis=p.diagnosis, notes=p.notes, override_reason=p.override_reason, created_at=p.created_at,
+        updated_at=p.updated_at, reviewed_by=p.reviewed_by, reviewed_at=p.reviewed_at, content_hash=p.content_hash,
+        signed=p.signed)
+
+
+@router.get("/prescriptions/queue", response_model=list[schemas.PrescriptionOut],
+            summary="Doctors: drafts waiting for review, emergencies first, then urgent, then longest waiting "
+                    "(live on tenant:<id>:prescriptions)")
+async def queue(principal: CurrentPrincipal, session: DbSession) -> list[schemas.PrescriptionOut]:
+    return [_out(p) for p in await service.queue(session, principal)]
+
+
+@router.get("/me/prescriptions", response_model=list[schemas.PrescriptionOut],
+            summary="Patients: their prescriptions a physician has decided on, newest first")
+async def mine(principal: CurrentPrincipal, session: DbSession) -> list[schemas.PrescriptionOut]:
+    return [_out(p) for p in await service.mine(session, principal)]
+
+
+@router.post("/patients/{patient_id}/prescriptions", status_code=status.HTTP_201_CREATED,
+             response_model=schemas.PrescriptionOut,
+             summary="Doctors: write a prescription from the chart. Every safety rule runs; approve it to sign.")
+async def write(patient_id: uuid.UUID, body: schemas.PrescriptionIn, principal: CurrentPrincipal,
+                session: DbSession) -> schemas.PrescriptionOut:
+    return _out(await service.write(session, principal, patient_id, items=[i.model_dump() for i in body.items],
+                                    diagnosis=body.diagnosis))
+
+
+@router.get("/prescriptions/verify/{prescription_id}", response_model=schemas.VerificationOut,
+            summary="Public (the QR code's target): is this prescription valid, revoked or tampered with? "
+                    "404 when no signed prescription has this number.")
+async def verify(prescription_id: uuid.UUID, session: DbSession) -> schemas.VerificationOut:
+    v = await service.verify(session, prescription_id)
+    if v.status == "unknown":
+        raise NotFound(v.detail, code="prescription-not-found")
+    return schemas.VerificationOut(status=v.status, detail=v.detail, issued_at=v.issued_at, prescriber=v.prescriber,
+                                   content_hash=v.content_hash)
+
+
+@router.get("/prescriptions/{prescription_id}", response_model=schemas.PrescriptionOut,
+            summary="One prescription: its organization's doctors, or its patient once decided")
+async def get(prescription_id: uuid.UUID, principal: CurrentPrincipal, session: DbSession
+              ) -> schemas.PrescriptionOut:
+    return _out(await service.get(session, principal, prescription_id))
+
+
+@router.patch("/prescriptions/{prescription_id}", response_model=schemas.PrescriptionOut,
+              summary="Doctors: change a draft's medicines; the safety rules run again")
+async def edit(prescription_id: uuid.UUID, body: schemas.PrescriptionIn, principal: CurrentPrincipal,
+               session: DbSession) -> schemas.PrescriptionOut:
+    return _out(await service.edit(session, principal, prescription_id, items=[i.model_dump() for i in body.items],
+                                   diagnosis=body.diagnosis))
+
+
+@router.post("/prescriptions/{prescription_id}/approve", response_model=schemas.PrescriptionOut,
+             summary="Doctors: approve and sign (Ed25519). 409 `override-required` with the blocking flags unless "
+                     "`override_reason` is given; the patient is notified.")
+async def approve(prescription_id: uuid.UUID, body: schemas.ApproveIn, principal: CurrentPrincipal,
+                  session: DbSession) -> schemas.PrescriptionOut:
+    return _out(await service.approve(session, principal, prescription_id, notes=body.notes,
+                                      override_reason=body.override_reason))
+
+
+@router.post("/prescriptions/{prescription_id}/reject", response_model=schemas.PrescriptionOut,
+             summary="Doctors: reject a draft with a note for the patient, who is notified")
+async def reject(prescription_id: uuid.UUID, body: schemas.RejectIn, principal: CurrentPrincipal,
+                 session: DbSession) -> schemas.PrescriptionOut:
+    return _out(await service.reject(session, principal, prescription_id, notes=body.notes))
