@@ -41,6 +41,10 @@ def upgrade() -> None:
     sa.Column('signer_key_id', postgresql.UUID(as_uuid=True), nullable=True),
     sa.Column('revoked_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('revoked_reason', sa.Text(), nullable=True),
+    sa.Column('patient_signed_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('patient_signature_key', sa.String(length=300), nullable=True),
+    sa.Column('patient_signature_sha256', sa.String(length=64), nullable=True),
+    sa.Column('patient_signature_ip', sa.String(length=64), nullable=True),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_prescriptions'))
     )
     op.create_index('ix_prescriptions_tenant_id_status_urgency', 'prescriptions', ['tenant_id', 'status', 'urgency'])

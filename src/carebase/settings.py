@@ -156,6 +156,12 @@ class Settings(BaseSettings):
         return path.read_text().strip().encode()
 
 
+def public_base_url(settings: Settings) -> str:
+    """Where people reach this Carebase (links in e-mails, QR codes): ``public_url``, or the
+    address it serves on."""
+    return (settings.public_url or f"http://{settings.host}:{settings.port}").rstrip("/")
+
+
 _settings: Settings | None = None
 
 

@@ -5,12 +5,14 @@ verification that tells valid from revoked and tampered."""
 
 from __future__ import annotations
 
+import json
 import uuid
 
 import httpx
 
 from tests.conftest import assert_problem, bearer, demo_patient, login
 from tests.consult.test_consult import ANSWERS
+from tests.encounters.test_export import pdf_text
 
 PATIENT = "patient@demo.carebase.local"
 DOCTOR = "doctor@demo.carebase.local"
@@ -140,3 +142,73 @@ def test_who_may_do_what(client, owner):
         assert client.patch(f"/api/v1/prescriptions/{draft['id']}", headers=bearer(doctor),
                             json=bad).status_code == 422, bad
     assert client.get(f"/api/v1/prescriptions/{draft['id']}", headers=bearer(doctor)).json()["items"] == before
+
+
+def _signature_png() -> str:
+    """A signature pad's drawing: a small PNG with a stroke on it, as a data URL."""
+    import base64
+    import io
+
+    from PIL import Image, ImageDraw
+
+    image = Image.new("RGB", (300, 100), "white")
+    ImageDraw.Draw(image).line([(10, 80), (80, 20), (150, 70), (290, 30)], fill="black", width=3)
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(out.getvalue()).decode()
+
+
+def test_the_patient_signs_before_seeing_the_final_prescription_and_its_pdf(client, owner, server):
+    doctor, patient, draft = _consultation_draft(client, owner)
+    pid = draft["id"]
+    # Before approval there is nothing to sign or print.
+    assert client.post(f"/api/v1/prescriptions/{pid}/patient-signature", headers=bearer(patient),
+                       json={"image": _signature_png()}).status_code == 404
+    assert client.post(f"/api/v1/prescriptions/{pid}/approve", headers=bearer(doctor),
+                       json={"notes": "Paracetamol as needed."}).status_code == 200
+    # Approved, not yet signed by the patient: they see that it exists, not what it says.
+    seen = client.get(f"/api/v1/prescriptions/{pid}", headers=bearer(patient)).json()
+    assert seen["status"] == "approved" and seen["awaiting_patient_signature"] and seen["items"] == []
+    assert_problem(client.get(f"/api/v1/prescriptions/{pid}/pdf", headers=bearer(patient)), 409,
+                   "patient-signature-required")
+    # Not a PNG, or not theirs: refused, nothing stored.
+    assert client.post(f"/api/v1/prescriptions/{pid}/patient-signature", headers=bearer(patient),
+                       json={"image": "data:image/png;base64,aGVsbG8="}).status_code == 422
+    other = login(client, "patient@demo2.carebase.local")
+    assert client.post(f"/api/v1/prescriptions/{pid}/patient-signature", headers=bearer(other),
+                       json={"image": _signature_png()}).status_code == 404
+    assert owner.execute("SELECT patient_signed_at FROM prescriptions WHERE id = %s", (pid,)).fetchone()[0] is None
+
+    signed = client.post(f"/api/v1/prescriptions/{pid}/patient-signature", headers=bearer(patient),
+                         json={"image": _signature_png()})
+    assert signed.status_code == 200, signed.text
+    body = signed.json()
+    assert body["patient_signed_at"] and not body["awaiting_patient_signature"] and body["items"]
+    stored = owner.execute("SELECT patient_signature_sha256, patient_signature_ip, patient_signature_key "
+                           "FROM prescriptions WHERE id = %s", (pid,)).fetchone()
+    assert len(stored[0]) == 64 and stored[1] == "127.0.0.1" and stored[2].endswith("patient-signature.png")
+    # The consent is in the append-only log, its address sealed as personal data.
+    event = owner.execute("SELECT data FROM events WHERE stream_id = %s AND type = 'prescription.patient_signed'",
+                          (pid,)).fetchone()
+    assert event and event[0]["signature_sha256"] == stored[0] and "sealed" in event[0]["_phi"]
+    assert "127.0.0.1" not in json.dumps(event[0])
+    # Signing again keeps the first signature.
+    again = client.post(f"/api/v1/prescriptions/{pid}/patient-signature", headers=bearer(patient),
+                        json={"image": _signature_png()})
+    assert again.json()["patient_signed_at"] == body["patient_signed_at"]
+
+    # The PDF: for the patient now, and for the doctor; it carries the QR code of the verify link.
+    r = client.get(f"/api/v1/prescriptions/{pid}/pdf", headers=bearer(patient))
+    assert r.status_code == 200 and r.headers["content-type"] == "application/pdf"
+    assert r.content.startswith(b"%PDF") and r.headers["content-disposition"].startswith("attachment")
+    text = pdf_text(r.content)
+    assert "Prescription (Rx)" in text and "paracetamol" in text and body["content_hash"] in text
+    assert f"/api/v1/prescriptions/verify/{pid}" in text
+    assert _pdf_images(r.content) >= 2  # the QR code and the patient's signature
+    assert client.get(f"/api/v1/prescriptions/{pid}/pdf", headers=bearer(doctor)).status_code == 200
+    assert client.get(f"/api/v1/prescriptions/{pid}/pdf", headers=bearer(other)).status_code == 404
+
+
+
+def _pdf_images(data: bytes) -> int:
+    return data.count(b"/Subtype /Image")

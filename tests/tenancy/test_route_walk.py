@@ -281,6 +281,9 @@ BODIES: dict[tuple[str, str], Callable[[Caller, TenantB], dict]] = {
     ("POST", "/api/v1/prescriptions/{prescription_id}/approve"): lambda c, b: {"json": {
         "override_reason": "route walk"}},
     ("POST", "/api/v1/prescriptions/{prescription_id}/reject"): lambda c, b: {"json": {"notes": "route walk"}},
+    ("POST", "/api/v1/prescriptions/{prescription_id}/patient-signature"): lambda c, b: {"json": {
+        "image": "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAAAAAA6fptVAAAACklEQVR4nGNgAAAAAgABSK+kcQ"
+                 "AAAABJRU5ErkJggg=="}},
     ("POST", "/api/v1/messages/send"): lambda c, b: {"json": {"conversation_id": str(b.conversation_id),
                                                                "body": "route walk"}},
     ("POST", "/api/v1/messages/attachments"): lambda c, b: {"data": {"conversation_id": str(b.conversation_id)},
@@ -438,15 +441,18 @@ GET_BY_ID = [pytest.param(path, id=path) for method, path in mounted_routes() if
 
 
 # Conversations are for their participants only: demo2's admin is in none, its doctor is in the
-# seeded one. Consultations are for their patient and the clinicians (not admins). An attachment download answers with a redirect to a short-lived link.
+# seeded one. Consultations and prescriptions are for their patient and the clinicians (not
+# admins). An attachment download answers with a redirect to a short-lived link.
 CONTROL_ROLE = {"/api/v1/messages/conversations/{conversation_id}": "doctor",
                 "/api/v1/consultations/{consultation_id}": "doctor",
                 "/api/v1/prescriptions/{prescription_id}": "doctor",
+                "/api/v1/prescriptions/{prescription_id}/pdf": "doctor",
                 "/api/v1/messages/attachments/{attachment_id}": "doctor"}
 REDIRECTS = {"/api/v1/messages/attachments/{attachment_id}"}
-# The public verification answers only for signed prescriptions; demo2's seeded one is a draft, so
-# 404 is the right answer for its own staff too (tests/prescribing covers a signed one).
-UNSIGNED = {"/api/v1/prescriptions/verify/{prescription_id}"}
+# demo2's seeded prescription is a draft: the public verification knows only signed ones (404) and
+# there is no PDF of a draft yet (409), for its own staff too; tests/prescribing covers signed ones.
+UNSIGNED = {"/api/v1/prescriptions/verify/{prescription_id}": 404,
+            "/api/v1/prescriptions/{prescription_id}/pdf": 409}
 
 
 @pytest.mark.parametrize("path", GET_BY_ID)
@@ -458,7 +464,7 @@ def test_tenant_b_reaches_the_same_resources(server, client, tenant_b, path):
     caller = Caller(role, email, PASSWORD, login(client, email))
     url, kwargs = build_request(server, "GET", path, caller, tenant_b)
     r = client.get(url, **kwargs)
-    expected = 307 if path in REDIRECTS else 404 if path in UNSIGNED else 200
+    expected = 307 if path in REDIRECTS else UNSIGNED.get(path, 200)
     assert r.status_code == expected, f"GET {url} as demo2's {role} -> {r.status_code}: {r.text[:300]}"
     if expected != 200:
         return

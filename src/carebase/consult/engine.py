@@ -72,8 +72,8 @@ _DURATION = re.compile(
     r"(yesterday|today|this morning|last night|last week|tonight)\b", re.I)
 _SEVERITY_NUMBER = re.compile(r"\b(10|[0-9])\s*(?:/\s*10|out of 10)?\b")
 _SEVERITY_WORD = re.compile(r"\b(mild|moderate|severe|unbearable|slight|bad|very bad|terrible)\b", re.I)
-_TEMPERATURE = re.compile(r"\b(3[4-9](?:\.\d)?|4[0-2](?:\.\d)?)\s*°?\s*c?\b|\b(9[5-9](?:\.\d)?|10[0-7](?:\.\d)?)\s*°?\s*f\b",
-                          re.I)
+_TEMPERATURE = re.compile(r"\b(3[4-9](?:\.\d)?|4[0-2](?:\.\d)?)\s*°?\s*c?\b"  # Celsius
+                          r"|\b(9[5-9](?:\.\d)?|10[0-7](?:\.\d)?)\s*°?\s*f\b", re.I)  # Fahrenheit
 _BLOOD_PRESSURE = re.compile(r"\b(\d{2,3})\s*/\s*(\d{2,3})\b")
 _PULSE = re.compile(r"\b(?:pulse|heart rate|hr)\D{0,12}(\d{2,3})\b", re.I)
 _ALLERGIC = re.compile(r"\ballergic to ([a-z][a-z -]{2,40}?)(?:[.,;]|\band\b|$)", re.I)

@@ -139,7 +139,8 @@ _LOWER = r"[a-z][a-z'’-]+"
 _NAME_PATTERNS = [
     re.compile(rf"\b(?i:{_TITLES})\.?\s+({_CAP}(?:\s+{_CAP}){{0,2}})"),
     re.compile(rf"\b(?i:my|our|his|her)\s+(?i:{_RELATIONS})(?:'s)?,?\s+({_CAP}(?:\s+{_CAP}){{0,2}})"),
-    re.compile(rf"\b(?i:my name is|name's|this is|i am|i'm|it's|its|call me|named|called)\s+({_CAP}(?:\s+{_CAP}){{0,2}})"),
+    re.compile(rf"\b(?i:my name is|name's|this is|i am|i'm|it's|its|call me|named|called)\s+"
+               rf"({_CAP}(?:\s+{_CAP}){{0,2}})"),
     re.compile(rf"\b({_CAP}(?:\s+{_CAP}){{0,2}}),?\s+(?i:my|our)\s+(?i:{_RELATIONS})\b"),
     # Typed all in lowercase: the same places, up to two words that are not everyday English.
     re.compile(rf"\b(?:dr|doctor|prof)\.?\s+({_LOWER}(?:\s+{_LOWER})?)"),
@@ -244,7 +245,8 @@ def _date_variants(d: date) -> list[str]:
                     f"{mon} {day}, {d.year}", f"{mon} {day} {d.year}", f"{day}-{mon}-{d.year}"]
     for sep in "/-.":
         for dd, mm in ((str(d.day), str(d.month)), (f"{d.day:02d}", f"{d.month:02d}")):
-            out += [f"{dd}{sep}{mm}{sep}{d.year}", f"{mm}{sep}{dd}{sep}{d.year}", f"{dd}{sep}{mm}{sep}{d.year % 100:02d}"]
+            out += [f"{dd}{sep}{mm}{sep}{d.year}", f"{mm}{sep}{dd}{sep}{d.year}",
+                    f"{dd}{sep}{mm}{sep}{d.year % 100:02d}"]
     out.append(d.isoformat())
     return out
 

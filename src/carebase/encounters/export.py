@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import unicodedata
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -23,6 +22,7 @@ from carebase.encounters.codes import VITAL_RANGES
 from carebase.patients.service import Patient
 from carebase.platform.authz import Principal
 from carebase.platform.errors import NotFound
+from carebase.platform.pdf import PDF_ENCODING, FoldedText
 from carebase.providers import service as providers
 from carebase.tenants import service as tenants
 
@@ -397,46 +397,6 @@ def _validate(bundle: dict[str, Any]) -> None:
 # Windows-1252: letters with marks that do not exist there lose the mark (č -> c, ł -> l), and
 # anything else (Devanagari, CJK...) becomes "?". The page then says so, and points to the FHIR
 # export, which keeps every character.
-PDF_ENCODING = "windows-1252"
-_FOLD = {"ł": "l", "Ł": "L", "đ": "d", "Đ": "D", "ħ": "h", "Ħ": "H", "ı": "i", "ŀ": "l", "Ŀ": "L",
-         "ŋ": "ng", "Ŋ": "NG", "ŧ": "t", "Ŧ": "T", "ſ": "s", "−": "-", "‐": "-", "‑": "-", "→": "->"}
-
-
-def _encodable(text: str) -> bool:
-    try:
-        text.encode(PDF_ENCODING)
-        return True
-    except UnicodeEncodeError:
-        return False
-
-
-class _Text:
-    """Folds text to what the PDF's font can show, and remembers whether anything was lost."""
-
-    def __init__(self) -> None:
-        self.folded = False
-        self.lost = False
-
-    def __call__(self, value: object) -> str:
-        text = "" if value is None else str(value)
-        if _encodable(text):
-            return text
-        out = []
-        for ch in text:
-            if _encodable(ch):
-                out.append(ch)
-                continue
-            base = _FOLD.get(ch) or "".join(c for c in unicodedata.normalize("NFKD", ch)
-                                            if not unicodedata.combining(c))
-            if base and _encodable(base):
-                out.append(base)
-                self.folded = True
-            else:
-                out.append("?")
-                self.lost = True
-        return "".join(out)
-
-
 def _vital_text(name: str, value: Any) -> str:
     unit = VITAL_RANGES[name][2]
     shown = f"{value:g}" if isinstance(value, float) else str(value)  # 171.0 cm reads as 171 cm
@@ -498,7 +458,7 @@ async def pdf_summary(session: AsyncSession, principal: Principal, patient_id: u
     return (await pdf_document(session, principal, patient_id)).content
 
 
-def _render(data: dict[str, Any], notice: str | None) -> tuple[bytes, _Text]:
+def _render(data: dict[str, Any], notice: str | None) -> tuple[bytes, FoldedText]:
     # Imported on first use: fpdf2 brings Pillow and fontTools, over a second to load.
     from fpdf import FPDF
     from fpdf.enums import XPos, YPos
@@ -506,7 +466,7 @@ def _render(data: dict[str, Any], notice: str | None) -> tuple[bytes, _Text]:
     p: Patient = data["patient"]
     tenant = data["tenant"]
     zone = ZoneInfo(tenant.timezone)
-    t = _Text()
+    t = FoldedText()
 
     def local(at: datetime | str, with_time: bool = True) -> str:
         moment = (datetime.fromisoformat(at) if isinstance(at, str) else at).astimezone(zone)

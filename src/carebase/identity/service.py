@@ -30,7 +30,7 @@ from carebase.platform.db import set_context
 from carebase.platform.errors import Conflict, Forbidden, NotAuthenticated, NotFound, TooManyRequests, ValidationFailed
 from carebase.platform.ids import new_id
 from carebase.platform.logging import get_logger
-from carebase.settings import get_settings
+from carebase.settings import get_settings, public_base_url
 
 log = get_logger("carebase.identity")
 _hasher = PasswordHasher()
@@ -481,7 +481,7 @@ async def request_password_reset(session: AsyncSession, email: str) -> None:
     await session.execute(insert(password_resets).values(
         token_hash=crypto.keyring().keyed_hash(token), account_id=account.id, created_at=now,
         expires_at=now + timedelta(seconds=settings.password_reset_ttl_seconds)))
-    base = settings.public_url or f"http://{settings.host}:{settings.port}"
+    base = public_base_url(settings)
     link = f"{base}/reset-password?token={quote(token)}"
     await delivery.send_email(
         session, account.email, "Reset your Carebase password",

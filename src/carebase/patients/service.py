@@ -27,7 +27,7 @@ from carebase.platform.db import set_context
 from carebase.platform.errors import Conflict, NotFound, ValidationFailed
 from carebase.platform.eventstore import NewEvent
 from carebase.platform.ids import new_id
-from carebase.settings import get_settings
+from carebase.settings import get_settings, public_base_url
 
 EMAIL_VERIFICATION_TTL = timedelta(days=3)
 
@@ -428,7 +428,7 @@ async def _send_email_verification(session: AsyncSession, tenant_id: uuid.UUID, 
         token_hash=crypto.keyring().keyed_hash(token), tenant_id=tenant_id, patient_id=patient_id, email=email,
         expires_at=now + EMAIL_VERIFICATION_TTL, created_at=now))
     settings = get_settings()
-    base = settings.public_url or f"http://{settings.host}:{settings.port}"
+    base = public_base_url(settings)
     await delivery.send_email(
         session, email, "Confirm your e-mail address for Carebase",
         "Your clinic registered this e-mail address for your patient record.\n\n"

@@ -39,7 +39,7 @@ import httpx
 
 from carebase.platform import crypto
 from carebase.platform.errors import DomainError, Forbidden, NotFound, ServiceUnavailable, ValidationFailed
-from carebase.settings import Settings
+from carebase.settings import Settings, public_base_url
 
 # S3 refuses presigned URLs valid longer than 7 days; local links keep the same bound so code that
 # works on one provider works on the other.
@@ -153,7 +153,7 @@ def content_disposition(filename: str) -> str:
 
 
 def _public_base(settings: Settings) -> str:
-    return (settings.public_url or f"http://{settings.host}:{settings.port}").rstrip("/")
+    return public_base_url(settings)
 
 
 # -- local disk --------------------------------------------------------------------------------

@@ -33,6 +33,12 @@ prescriptions = Table(
     Column("signer_key_id", UUID(as_uuid=True), nullable=True),
     Column("revoked_at", DateTime(timezone=True), nullable=True),
     Column("revoked_reason", Text, nullable=True),
+    # The patient's own signature (the signature pad's image, in storage), before they may see the
+    # final prescription; the consent itself is also an event in the append-only log.
+    Column("patient_signed_at", DateTime(timezone=True), nullable=True),
+    Column("patient_signature_key", String(300), nullable=True),
+    Column("patient_signature_sha256", String(64), nullable=True),
+    Column("patient_signature_ip", String(64), nullable=True),
     Index("ix_prescriptions_tenant_id_status_urgency", "tenant_id", "status", "urgency"),
     Index("ix_prescriptions_patient_id_created_at", "patient_id", "created_at"),
 )

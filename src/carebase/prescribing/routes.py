@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import uuid
 
-from fastapi import APIRouter, status
+from fastapi import APIRouter, Response, status
 
-from carebase.platform.errors import NotFound
+from carebase.platform.errors import NotFound, ValidationFailed
 from carebase.platform.web import CurrentPrincipal, DbSession
 from carebase.prescribing import schemas, service
 
@@ -20,7 +20,7 @@ def _out(p: service.Prescription) -> schemas.PrescriptionOut:
         urgency=service.URGENCY[p.urgency], items=p.items, safety=[schemas.FlagOut(**f) for f in p.safety],
         diagnosis=p.diagnosis, notes=p.notes, override_reason=p.override_reason, created_at=p.created_at,
         updated_at=p.updated_at, reviewed_by=p.reviewed_by, reviewed_at=p.reviewed_at, content_hash=p.content_hash,
-        signed=p.signed)
+        signed=p.signed, patient_signed_at=p.patient_signed_at, awaiting_patient_signature=p.awaiting_patient_signature)
 
 
 @router.get("/prescriptions/queue", response_model=list[schemas.PrescriptionOut],
@@ -85,3 +85,25 @@ async def approve(prescription_id: uuid.UUID, body: schemas.ApproveIn, principal
 async def reject(prescription_id: uuid.UUID, body: schemas.RejectIn, principal: CurrentPrincipal,
                  session: DbSession) -> schemas.PrescriptionOut:
     return _out(await service.reject(session, principal, prescription_id, notes=body.notes))
+
+
+@router.post("/prescriptions/{prescription_id}/patient-signature", response_model=schemas.PrescriptionOut,
+             summary="Patients: sign an approved prescription (a PNG from the signature pad) to see it in full; "
+                     "stored with its hash, time and address, and logged as consent")
+async def patient_signature(prescription_id: uuid.UUID, body: schemas.PatientSignatureIn, principal: CurrentPrincipal,
+                            session: DbSession) -> schemas.PrescriptionOut:
+    try:
+        image = body.png()
+    except ValueError:
+        raise ValidationFailed("The signature is not a readable PNG data URL.", code="bad-signature-image") from None
+    return _out(await service.sign_as_patient(session, principal, prescription_id, image=image))
+
+
+@router.get("/prescriptions/{prescription_id}/pdf", response_class=Response,
+            responses={200: {"content": {"application/pdf": {}}}},
+            summary="The signed prescription as a PDF with its QR code: doctors once approved, the patient once "
+                    "they have signed it")
+async def pdf(prescription_id: uuid.UUID, principal: CurrentPrincipal, session: DbSession) -> Response:
+    filename, body = await service.pdf(session, principal, prescription_id)
+    return Response(body, media_type="application/pdf",
+                    headers={"Content-Disposition": f'attachment; filename="{filename}"'})

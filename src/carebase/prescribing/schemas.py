@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import uuid
 from datetime import datetime
 from typing import Any, Literal
@@ -35,6 +36,14 @@ class RejectIn(Strict):
     notes: str = Field(min_length=1, max_length=2000, description="Why, for the patient")
 
 
+class PatientSignatureIn(Strict):
+    image: str = Field(max_length=300_000, pattern=r"^data:image/png;base64,[A-Za-z0-9+/=]+$",
+                       description="The signature pad's drawing: a PNG data URL (canvas.toDataURL())")
+
+    def png(self) -> bytes:
+        return base64.b64decode(self.image.split(",", 1)[1], validate=True)
+
+
 class FlagOut(BaseModel):
     rule: str
     severity: Literal["blocking", "warning", "info"]
@@ -62,6 +71,9 @@ class PrescriptionOut(BaseModel):
     reviewed_at: datetime | None
     content_hash: str | None = Field(description="SHA-256 of the signed content, once approved")
     signed: bool
+    patient_signed_at: datetime | None
+    awaiting_patient_signature: bool = Field(description="Patients: sign (POST …/patient-signature) to see the "
+                                                         "medicines and download the PDF")
 
 
 class VerificationOut(BaseModel):

@@ -16,6 +16,7 @@ rules, approved and signed by a physician, verifiable by anyone holding the QR c
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import json
@@ -34,13 +35,17 @@ from carebase.identity import service as identity
 from carebase.knowledge import service as knowledge
 from carebase.notifications import service as notifications
 from carebase.patients import service as patients
-from carebase.platform import crypto, realtime
+from carebase.platform import context, crypto, eventstore, realtime
 from carebase.platform.authz import Principal, require, require_tenant
 from carebase.platform.errors import Conflict, NotFound, ValidationFailed
 from carebase.platform.ids import new_id
+from carebase.platform.pdf import PDF_ENCODING, FoldedText
+from carebase.platform.storage import storage
 from carebase.prescribing.models import prescriber_keys, prescriptions
 from carebase.prescribing.safety import Emergency, Item, Patient, Report, Source, check
 from carebase.prescribing.safety import emergency_signs as _emergency_signs
+from carebase.settings import get_settings, public_base_url
+from carebase.tenants import service as tenants
 
 realtime.topic("prescriptions", "manage:prescriptions")
 
@@ -80,12 +85,17 @@ class Prescription:
     reviewed_at: datetime | None
     content_hash: str | None
     signed: bool
+    patient_signed_at: datetime | None
+    # The patient's view of an approved prescription they have not signed yet: everything but the
+    # medicines (the seed: the patient signs before the final prescription is shown).
+    awaiting_patient_signature: bool = False
 
 
-def _prescription(r) -> Prescription:
-    return Prescription(r.id, r.patient_id, r.consultation_id, r.source, r.status, r.urgency, r.items, r.safety,
-                        r.diagnosis, r.notes, r.override_reason, r.created_at, r.updated_at, r.reviewed_by,
-                        r.reviewed_at, r.content_hash, r.signature is not None)
+def _prescription(r, *, withhold: bool = False) -> Prescription:
+    return Prescription(r.id, r.patient_id, r.consultation_id, r.source, r.status, r.urgency,
+                        [] if withhold else r.items, [] if withhold else r.safety, r.diagnosis, r.notes,
+                        r.override_reason, r.created_at, r.updated_at, r.reviewed_by, r.reviewed_at, r.content_hash,
+                        r.signature is not None, r.patient_signed_at, withhold)
 
 
 def _flags(report: Report) -> list[dict[str, Any]]:
@@ -198,11 +208,16 @@ async def get(session: AsyncSession, principal: Principal, prescription_id: uuid
     """Physicians see every prescription of their organization; a patient sees their own once a
     physician decided (never a draft)."""
     row = await _load(session, prescription_id)
-    if not principal.can("manage:prescriptions"):
-        own = await patients.account_of(session, row.tenant_id, row.patient_id)
-        if own != principal.account_id or row.status == "draft":
-            raise NotFound("No such prescription.", code="prescription-not-found")
-    return _prescription(row)
+    if principal.can("manage:prescriptions"):
+        return _prescription(row)
+    await _own_decided(session, principal, row)
+    return _prescription(row, withhold=row.status == "approved" and row.patient_signed_at is None)
+
+
+async def _own_decided(session: AsyncSession, principal: Principal, row) -> None:
+    own = await patients.account_of(session, row.tenant_id, row.patient_id)
+    if own != principal.account_id or row.status == "draft":
+        raise NotFound("No such prescription.", code="prescription-not-found")
 
 
 async def queue(session: AsyncSession, principal: Principal, *, limit: int = 100) -> list[Prescription]:
@@ -220,7 +235,7 @@ async def mine(session: AsyncSession, principal: Principal) -> list[Prescription
     rows = (await session.execute(select(prescriptions).where(
         prescriptions.c.patient_id == me.id, prescriptions.c.status != "draft")
         .order_by(prescriptions.c.created_at.desc()))).all()
-    return [_prescription(r) for r in rows]
+    return [_prescription(r, withhold=r.status == "approved" and r.patient_signed_at is None) for r in rows]
 
 
 def _must_be_draft(row) -> None:
@@ -344,6 +359,133 @@ async def _tell_patient(session: AsyncSession, tenant_id: uuid.UUID, row, kind: 
         await notifications.notify(session, tenant_id=tenant_id, account_id=account, type=kind,
                                    data={"doctor": doctor.removeprefix("Dr ").removeprefix("Dr. ")},
                                    event_key=str(row.id), link=f"/portal/prescriptions/{row.id}")
+
+
+# -- the patient's signature and the printed prescription -----------------------------------------
+
+SIGNATURE_MAX_BYTES = 200_000
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+async def sign_as_patient(session: AsyncSession, principal: Principal, prescription_id: uuid.UUID, *,
+                          image: bytes) -> Prescription:
+    """The patient signs (the portal's signature pad, a PNG) before the final prescription is
+    shown to them: the image is stored with its SHA-256, the time and the address it came from,
+    and the consent is an event in the append-only log. Signing twice keeps the first."""
+    row = await _load(session, prescription_id, lock=True)
+    await _own_decided(session, principal, row)
+    if row.status != "approved":
+        raise Conflict(f"Only an approved prescription is signed; this one is {row.status}.",
+                       code="prescription-not-approved", status_now=row.status)
+    if row.patient_signed_at is not None:
+        return await get(session, principal, prescription_id)
+    if not image.startswith(PNG_MAGIC) or not 100 <= len(image) <= SIGNATURE_MAX_BYTES:
+        raise ValidationFailed(f"The signature must be a PNG image under {SIGNATURE_MAX_BYTES // 1000} kB "
+                               "(draw it on the signature pad).", code="bad-signature-image")
+    digest = hashlib.sha256(image).hexdigest()
+    key = f"prescriptions/{row.tenant_id}/{row.id}/patient-signature.png"
+    await storage(get_settings()).put(key, image, "image/png")
+    ip = context.get().ip
+    now = datetime.now(UTC)
+    await session.execute(prescriptions.update().where(prescriptions.c.id == row.id).values(
+        patient_signed_at=now, patient_signature_key=key, patient_signature_sha256=digest,
+        patient_signature_ip=ip, updated_at=now))
+    await eventstore.append(session, stream_type="prescription_consent", stream_id=row.id, expected_version=None,
+                            tenant_id=row.tenant_id, new_events=[eventstore.NewEvent(
+                                "prescription.patient_signed",
+                                data={"prescription_id": str(row.id), "content_hash": row.content_hash,
+                                      "signature_sha256": digest, "signed_at": now.isoformat()},
+                                phi={"ip": ip}, subject_id=row.patient_id)])
+    return await get(session, principal, prescription_id)
+
+
+async def pdf(session: AsyncSession, principal: Principal, prescription_id: uuid.UUID) -> tuple[str, bytes]:
+    """The signed prescription as a PDF with its QR code: the organization's doctors once it is
+    approved, the patient once they have signed it. Returns (file name, bytes)."""
+    row = await _load(session, prescription_id)
+    if not principal.can("manage:prescriptions"):
+        await _own_decided(session, principal, row)
+        if row.status == "approved" and row.patient_signed_at is None:
+            raise Conflict("Sign the prescription first: it is shown to you once you have signed it.",
+                           code="patient-signature-required")
+    if row.signature is None:
+        raise Conflict("Only a signed prescription can be printed.", code="prescription-not-signed",
+                       status_now=row.status)
+    signature_png = None
+    if row.patient_signature_key:
+        signature_png = await storage(get_settings()).get(row.patient_signature_key)
+    tenant = await tenants.get_tenant(session, row.tenant_id)
+    verify_url = f"{public_base_url(get_settings())}/api/v1/prescriptions/verify/{row.id}"
+    body = await asyncio.to_thread(_render_pdf, row, tenant.name, verify_url, signature_png)
+    return f"prescription-{str(row.id)[:8]}.pdf", body
+
+
+def _render_pdf(row, clinic: str, verify_url: str, signature_png: bytes | None) -> bytes:
+    # Imported on first use: fpdf2 brings Pillow and fontTools, over a second to load.
+    import io
+
+    import segno
+    from fpdf import FPDF
+    from fpdf.enums import XPos, YPos
+
+    content = row.signed_content
+    t = FoldedText()
+    pdf = FPDF(format="A4", unit="mm")
+    pdf.core_fonts_encoding = PDF_ENCODING
+    pdf.set_title("Prescription")
+    pdf.set_creator("Carebase")
+    pdf.set_margins(18, 16, 18)
+    pdf.add_page()
+
+    def line(text: str, size: float = 10, style: str = "", h: float = 5.4, beside_qr: bool = False) -> None:
+        pdf.set_font("Helvetica", style, size)
+        pdf.multi_cell(pdf.epw - (36 if beside_qr else 0), h, t(text), new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+
+    qr = io.BytesIO()
+    segno.make(verify_url, error="m").save(qr, kind="png", scale=6, border=1)
+    pdf.image(io.BytesIO(qr.getvalue()), x=pdf.w - pdf.r_margin - 32, y=14, w=32)
+    line(clinic, 15, "B", 8, beside_qr=True)
+    line("Prescription (Rx)", 12, "B", 7, beside_qr=True)
+    issued = datetime.fromisoformat(content["issued_at"])
+    line(f"No. {row.id}", 9, beside_qr=True)
+    line(f"Issued {issued:%d %b %Y %H:%M} UTC", 9, beside_qr=True)
+    pdf.set_y(max(pdf.get_y(), 48))
+    pdf.ln(4)
+    patient = content["patient"]
+    line(f"Patient: {patient['name']}    MRN {patient['mrn']}"
+         + (f"    Born {patient['birth_date']}" if patient.get("birth_date") else ""), 10, "B")
+    line(f"Prescriber: {content['prescriber']['name']}", 10)
+    if content.get("diagnosis"):
+        line(f"Diagnosis: {content['diagnosis']}", 10)
+    pdf.ln(3)
+    pdf.set_font("Helvetica", "", 9)
+    with pdf.table(col_widths=(30, 16, 16, 10, 46), line_height=5, text_align="LEFT") as table:
+        header = table.row()
+        for head in ("Medicine", "Dose", "How often", "Days", "Instructions"):
+            header.cell(head)
+        for item in content["items"]:
+            dose = f"{item['dose']:g} {item.get('unit') or ''}".strip() if item.get("dose") else "-"
+            often = f"{item['times_per_day']:g} x a day" if item.get("times_per_day") else "-"
+            days = str(item["duration_days"]) if item.get("duration_days") else "-"
+            r = table.row()
+            for cell in (item["medicine"], dose, often, days, item.get("instructions") or ""):
+                r.cell(t(cell))
+    if content.get("notes"):
+        pdf.ln(3)
+        line(f"Notes: {content['notes']}", 9.5)
+    pdf.ln(6)
+    line("Digitally signed by the prescriber (Ed25519) over the SHA-256 of this prescription's content:", 8.5, "B")
+    line(row.content_hash, 8.5)
+    line("Check it: scan the QR code, or open", 8.5)
+    line(verify_url, 8.5)
+    if signature_png:
+        pdf.ln(4)
+        line(f"Patient's signature ({row.patient_signed_at:%d %b %Y %H:%M} UTC):", 8.5)
+        pdf.image(io.BytesIO(signature_png), w=50)
+    if t.lost:
+        pdf.ln(2)
+        line("Some characters could not be printed in this font; the signed record keeps every one.", 8, "I")
+    return bytes(pdf.output())
 
 
 # -- verification (public) --------------------------------------------------------------------------
