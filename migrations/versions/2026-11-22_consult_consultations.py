@@ -31,6 +31,9 @@ def upgrade() -> None:
     sa.Column('started_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
     sa.Column('updated_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
     sa.Column('finished_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('handled_by', postgresql.UUID(as_uuid=True), nullable=True),
+    sa.Column('handled_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('handled_note', sa.Text(), nullable=True),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_consultations'))
     )
     op.create_index('ix_consultations_tenant_id_status_urgency', 'consultations', ['tenant_id', 'status', 'urgency'])

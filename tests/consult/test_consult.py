@@ -87,12 +87,27 @@ def test_chest_pain_on_exertion_stops_at_once_and_tops_the_queue(client, owner):
     assert "emergency services" in c["turns"][1]["text"]
     doctor = login(client, DOCTOR)
     queue = client.get("/api/v1/consultations", headers=bearer(doctor)).json()
-    assert queue[0]["id"] == c["id"] and queue[0]["urgency"] == "emergency"
-    assert [q["id"] for q in queue].index(routine["id"]) > 0
+    ids = [q["id"] for q in queue]
+    # Every emergency waiting comes before anything routine (the oldest emergency first).
+    assert all(q["urgency"] == "emergency" for q in queue[:ids.index(c["id"]) + 1])
+    assert ids.index(c["id"]) < ids.index(routine["id"])
     emergencies = client.get("/api/v1/consultations?status=emergency", headers=bearer(doctor)).json()
-    assert {q["status"] for q in emergencies} == {"emergency"}
+    assert {q["status"] for q in emergencies} == {"emergency"} and c["id"] in [q["id"] for q in emergencies]
     r = client.post(f"/api/v1/consultations/{c['id']}/messages", headers=bearer(patient), json={"text": "hello?"})
     assert_problem(r, 409, "consultation-closed")
+
+    # A clinician deals with it and says what was done; it leaves the emergencies.
+    assert client.post(f"/api/v1/consultations/{c['id']}/handled", headers=bearer(patient),
+                       json={"note": "fine now"}).status_code == 403
+    assert client.post(f"/api/v1/consultations/{c['id']}/handled", headers=bearer(doctor),
+                       json={"note": ""}).status_code == 422
+    r = client.post(f"/api/v1/consultations/{c['id']}/handled", headers=bearer(doctor),
+                    json={"note": "Called her; ambulance sent to the address on file."})
+    assert r.status_code == 200 and r.json()["status"] == "handled" and r.json()["handled_note"].startswith("Called")
+    emergencies = client.get("/api/v1/consultations?status=emergency", headers=bearer(doctor)).json()
+    assert c["id"] not in [q["id"] for q in emergencies]
+    assert_problem(client.post(f"/api/v1/consultations/{routine['id']}/handled", headers=bearer(doctor),
+                               json={"note": "n/a"}), 409, "not-an-emergency")
 
 
 def test_only_the_patient_and_the_clinicians_read_a_consultation(client, owner):

@@ -59,7 +59,9 @@ def test_reception_registers_a_patient_and_books_a_visit(browser, server, client
     expect(page.locator("#booked")).to_contain_text("office visit")
     # The slot is gone from the list (it refreshed), and the API sees the visit with its reason.
     expect(page.locator(f'#slots button.slot[data-starts-at="{starts_at}"]')).to_have_count(0)
-    found = client.get("/api/v1/appointments", headers=bearer(c.token), params={"provider_id": c.provider}).json()
+    # From that slot on: the whole suite books this doctor, past the list's first page.
+    found = client.get("/api/v1/appointments", headers=bearer(c.token),
+                       params={"provider_id": c.provider, "from": starts_at}).json()
     mine = [a for a in found if a["starts_at"].replace("Z", "+00:00") == starts_at.replace("Z", "+00:00")]
     assert len(mine) == 1 and mine[0]["reason_for_visit"] == "First visit" and mine[0]["status"] == "scheduled"
     ARTIFACTS.mkdir(exist_ok=True)
@@ -148,10 +150,11 @@ def test_patient_books_a_telemedicine_visit_and_sees_the_encounter_on_their_char
     page.select_option("#booking-type", "telemedicine")
     expect(page).to_have_url(re.compile(r"type=telemedicine"))
     assert "emergency" not in page.locator("#booking-type").inner_text()  # the clinic books those
-    _book_first_free_slot(page, c, "Rash on both arms")
+    starts_at = _book_first_free_slot(page, c, "Rash on both arms")
     expect(page.locator("#booked")).to_contain_text("telemedicine")
     own = client.get("/api/v1/me/patient", headers=bearer(login(client, "patient@demo.carebase.local"))).json()
-    visit = [a for a in client.get("/api/v1/appointments", headers=h, params={"provider_id": c.provider}).json()
+    visit = [a for a in client.get("/api/v1/appointments", headers=h,
+                                   params={"provider_id": c.provider, "from": starts_at}).json()
              if a["patient_id"] == own["id"]]
     assert len(visit) == 1 and visit[0]["type"] == "telemedicine" and visit[0]["reason_for_visit"] == "Rash on both arms"
     # The doctor sees them by video and signs the encounter; the patient finds it on their chart.

@@ -274,6 +274,7 @@ BODIES: dict[tuple[str, str], Callable[[Caller, TenantB], dict]] = {
     # Into demo2's conversation: a demo caller is no participant.
     ("POST", "/api/v1/consultations"): lambda c, b: {"json": {"text": "a mild headache since this morning"}},
     ("POST", "/api/v1/consultations/{consultation_id}/messages"): lambda c, b: {"json": {"text": "since morning"}},
+    ("POST", "/api/v1/consultations/{consultation_id}/handled"): lambda c, b: {"json": {"note": "route walk"}},
     ("POST", "/api/v1/patients/{patient_id}/prescriptions"): lambda c, b: {"json": {
         "items": [{"medicine": "paracetamol", "dose": 500, "unit": "mg", "times_per_day": 3}]}},
     ("PATCH", "/api/v1/prescriptions/{prescription_id}"): lambda c, b: {"json": {

@@ -24,7 +24,7 @@ consultations = Table(
     Column("tenant_id", UUID(as_uuid=True), nullable=False),
     Column("patient_id", UUID(as_uuid=True), nullable=False),
     Column("account_id", UUID(as_uuid=True), nullable=False),  # the patient's login that consults
-    Column("status", String(16), nullable=False),  # active | emergency | completed | cancelled
+    Column("status", String(16), nullable=False),  # active | emergency | handled | completed
     Column("urgency", SmallInteger, nullable=False),  # 0 routine, 1 urgent, 2 emergency: the queue's order
     Column("engine", String(80), nullable=False),  # offline | llm:<model>
     Column("emergency", JSONB, nullable=True),  # {sign, advice} when stopped as an emergency
@@ -34,6 +34,10 @@ consultations = Table(
     Column("started_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("finished_at", DateTime(timezone=True), nullable=True),
+    # An emergency a clinician has dealt with (called the patient, sent them to hospital) leaves the queue.
+    Column("handled_by", UUID(as_uuid=True), nullable=True),
+    Column("handled_at", DateTime(timezone=True), nullable=True),
+    Column("handled_note", Text, nullable=True),
     Index("ix_consultations_tenant_id_status_urgency", "tenant_id", "status", "urgency"),
     Index("ix_consultations_patient_id_started_at", "patient_id", "started_at"),
 )

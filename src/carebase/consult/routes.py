@@ -18,7 +18,8 @@ def _out(c: service.Consultation) -> schemas.ConsultationOut:
         id=c.id, patient_id=c.patient_id, status=c.status, urgency=service.URGENCY[c.urgency], engine=c.engine,
         emergency=c.emergency, summary=c.summary, started_at=c.started_at, updated_at=c.updated_at,
         finished_at=c.finished_at,
-        turns=[schemas.TurnOut(seq=t.seq, role=t.role, text=t.text, created_at=t.created_at) for t in c.turns])
+        turns=[schemas.TurnOut(seq=t.seq, role=t.role, text=t.text, created_at=t.created_at) for t in c.turns],
+        handled_at=c.handled_at, handled_note=c.handled_note)
 
 
 @router.post("/consultations", status_code=status.HTTP_201_CREATED, response_model=schemas.ConsultationOut,
@@ -48,10 +49,17 @@ async def get(consultation_id: uuid.UUID, principal: CurrentPrincipal, session: 
                     "first, then urgent, then routine, longest waiting first (live on "
                     "tenant:<id>:consultations)")
 async def listing(principal: CurrentPrincipal, session: DbSession,
-                  status: Literal["active", "emergency", "completed", "cancelled"] | None = None,
+                  status: Literal["active", "emergency", "handled", "completed"] | None = None,
                   limit: Annotated[int, Query(ge=1, le=200)] = 50) -> list[schemas.ConsultationOut]:
     if principal.can("read:consultations"):
         found = await service.queue(session, principal, status=status, limit=limit)
     else:
         found = await service.mine(session, principal, limit=limit)
     return [_out(c) for c in found]
+
+
+@router.post("/consultations/{consultation_id}/handled", response_model=schemas.ConsultationOut,
+             summary="Doctors and nurses: an emergency has been dealt with (say what was done); it leaves the queue")
+async def handled(consultation_id: uuid.UUID, body: schemas.HandledIn, principal: CurrentPrincipal,
+                  session: DbSession) -> schemas.ConsultationOut:
+    return _out(await service.handle_emergency(session, principal, consultation_id, note=body.note))

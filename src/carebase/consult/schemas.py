@@ -25,9 +25,10 @@ class TurnOut(BaseModel):
 class ConsultationOut(BaseModel):
     id: uuid.UUID
     patient_id: uuid.UUID
-    status: Literal["active", "emergency", "completed", "cancelled"] = Field(
-        description="active: the assistant is asking; emergency: stopped at a red flag; completed: summary "
-                    "written, waiting for a physician")
+    status: Literal["active", "emergency", "handled", "completed"] = Field(
+        description="active: the assistant is asking; emergency: stopped at a red flag, waiting for a clinician; "
+                    "handled: a clinician dealt with the emergency; completed: summary written, its draft "
+                    "prescription waiting for a physician")
     urgency: Literal["routine", "urgent", "emergency"]
     engine: str = Field(description="offline, or llm:<model>")
     emergency: dict[str, Any] | None = Field(description="The red flags found and the advice given")
@@ -37,3 +38,9 @@ class ConsultationOut(BaseModel):
     updated_at: datetime
     finished_at: datetime | None
     turns: list[TurnOut] = Field(description="Every message, oldest first (empty in lists)")
+    handled_at: datetime | None = None
+    handled_note: str | None = Field(default=None, description="What the clinician did about the emergency")
+
+
+class HandledIn(Strict):
+    note: str = Field(min_length=1, max_length=2000, description="What was done, e.g. 'called, ambulance sent'")

@@ -64,6 +64,8 @@ class Consultation:
     updated_at: datetime
     finished_at: datetime | None
     turns: list[TurnOut]
+    handled_at: datetime | None = None
+    handled_note: str | None = None
 
 
 def engine_for(settings: Settings) -> Engine:
@@ -218,7 +220,7 @@ def _urgent(summary: dict[str, Any]) -> bool:
 
 def _consultation(r, turns: list[TurnOut]) -> Consultation:
     return Consultation(r.id, r.patient_id, r.status, r.urgency, r.engine, r.emergency, r.summary, r.started_at,
-                        r.updated_at, r.finished_at, turns)
+                        r.updated_at, r.finished_at, turns, r.handled_at, r.handled_note)
 
 
 async def get(session: AsyncSession, principal: Principal, consultation_id: uuid.UUID) -> Consultation:
@@ -249,3 +251,26 @@ async def queue(session: AsyncSession, principal: Principal, *, status: str | No
     stmt = stmt.where(consultations.c.status == status) if status else stmt.where(
         consultations.c.status.in_(("emergency", "completed")))
     return [_consultation(r, []) for r in (await session.execute(stmt)).all()]
+
+
+async def handle_emergency(session: AsyncSession, principal: Principal, consultation_id: uuid.UUID, *,
+                           note: str) -> Consultation:
+    """A clinician has dealt with an emergency (called the patient, sent an ambulance): it leaves
+    the queue, with who, when and what they did."""
+    require(principal, "read:consultations")
+    note = (note or "").strip()
+    if not note:
+        raise ValidationFailed("Say what was done (for the record).", code="note-required")
+    row = (await session.execute(select(consultations).where(consultations.c.id == consultation_id)
+                                 .with_for_update())).first()
+    if row is None:
+        raise NotFound("No such consultation.", code="consultation-not-found")
+    if row.status != "emergency":
+        raise Conflict(f"Only an emergency is handled; this consultation is {row.status}.",
+                       code="not-an-emergency", status_now=row.status)
+    await session.execute(consultations.update().where(consultations.c.id == consultation_id).values(
+        status="handled", handled_by=principal.account_id, handled_at=func.now(), handled_note=note[:2000],
+        updated_at=func.now()))
+    await realtime.publish(session, f"tenant:{row.tenant_id}:consultations",
+                           {"type": "consultation:handled", "id": str(consultation_id)})
+    return await get(session, principal, consultation_id)

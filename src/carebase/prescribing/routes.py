@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import uuid
 
-from fastapi import APIRouter, Response, status
+from fastapi import APIRouter, Request, Response, status
 
 from carebase.platform.errors import NotFound, ValidationFailed
 from carebase.platform.web import CurrentPrincipal, DbSession
+from carebase.portal.pages import templates
 from carebase.prescribing import schemas, service
 
 router = APIRouter(prefix="/api/v1", tags=["prescriptions"])
@@ -47,9 +48,12 @@ async def write(patient_id: uuid.UUID, body: schemas.PrescriptionIn, principal: 
 
 @router.get("/prescriptions/verify/{prescription_id}", response_model=schemas.VerificationOut,
             summary="Public (the QR code's target): is this prescription valid, revoked or tampered with? "
-                    "404 when no signed prescription has this number.")
-async def verify(prescription_id: uuid.UUID, session: DbSession) -> schemas.VerificationOut:
+                    "404 when no signed prescription has this number. A browser (Accept: text/html) gets a page.")
+async def verify(prescription_id: uuid.UUID, request: Request, session: DbSession):
     v = await service.verify(session, prescription_id)
+    if "text/html" in request.headers.get("accept", ""):  # a phone's camera opened the QR code
+        return templates.TemplateResponse(request, "prescribing/verify.html", {"v": v, "id": prescription_id},
+                                          status_code=404 if v.status == "unknown" else 200)
     if v.status == "unknown":
         raise NotFound(v.detail, code="prescription-not-found")
     return schemas.VerificationOut(status=v.status, detail=v.detail, issued_at=v.issued_at, prescriber=v.prescriber,

@@ -1,0 +1,118 @@
+"""Prescriptions in the portal: the doctors' review queue (live), the review page (the
+consultation's summary, the medicines to edit, the safety flags, approve or reject), and the
+patient's page (sign on the pad, then see and download the signed prescription)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import HTMLResponse, Response
+
+from carebase.consult import service as consult
+from carebase.patients import service as patients
+from carebase.platform.authz import Principal
+from carebase.platform.errors import DomainError
+from carebase.platform.web import DbSession, PagePrincipal, refusable
+from carebase.portal.pages import refusal, render_page, templates
+from carebase.prescribing import service
+from carebase.settings import get_settings
+
+router = APIRouter(include_in_schema=False)
+Notes = Annotated[str, Form(max_length=2000)]
+Lines = Annotated[list[str], Form(max_length=500)]
+
+
+async def _queue(session, p: Principal) -> dict:
+    return {"emergencies": await consult.queue(session, p, status="emergency", limit=20),
+            "drafts": await service.queue(session, p), "poll_seconds": get_settings().portal_poll_seconds}
+
+
+@router.get("/portal/prescriptions/queue", response_class=HTMLResponse)
+async def queue_page(request: Request, session: DbSession, principal: PagePrincipal):
+    async def context(p: Principal) -> dict:
+        return await _queue(session, p)
+
+    return await render_page(request, session, principal, "prescribing/queue.html", context)
+
+
+@router.get("/portal/fragments/prescriptions/queue", response_class=HTMLResponse)
+async def queue_fragment(request: Request, session: DbSession, principal: PagePrincipal):
+    if principal is None:
+        return HTMLResponse("", status_code=401)
+    return templates.TemplateResponse(request, "prescribing/_queue.html", await _queue(session, principal))
+
+
+@router.get("/portal/prescriptions", response_class=HTMLResponse)
+async def mine_page(request: Request, session: DbSession, principal: PagePrincipal):
+    async def context(p: Principal) -> dict:
+        return {"prescriptions": await service.mine(session, p)}
+
+    return await render_page(request, session, principal, "prescribing/mine.html", context)
+
+
+async def _review(session, p: Principal, prescription_id: uuid.UUID) -> dict:
+    rx = await service.get(session, p, prescription_id)
+    ctx = {"rx": rx, "doctor": p.can("manage:prescriptions"), "consultation": None, "patient": None}
+    if ctx["doctor"]:
+        ctx["patient"] = await patients.get_patient(session, p, rx.patient_id, "treatment")
+        if rx.consultation_id:
+            ctx["consultation"] = await consult.get(session, p, rx.consultation_id)
+    return ctx
+
+
+@router.get("/portal/prescriptions/{prescription_id}", response_class=HTMLResponse)
+async def prescription_page(request: Request, prescription_id: uuid.UUID, session: DbSession,
+                            principal: PagePrincipal):
+    async def context(p: Principal) -> dict:
+        return await _review(session, p, prescription_id)
+
+    return await render_page(request, session, principal, "prescribing/prescription.html", context)
+
+
+@router.post("/portal/prescriptions/{prescription_id}/items", response_class=HTMLResponse)
+async def edit_from_page(request: Request, prescription_id: uuid.UUID, session: DbSession, principal: PagePrincipal,
+                         medicine: Lines = (), dose: Lines = (), unit: Lines = (), times_per_day: Lines = (),
+                         duration_days: Lines = (), instructions: Lines = ()):
+    if principal is None:
+        return HTMLResponse("", status_code=401)
+    try:
+        items = [{"medicine": m.strip(), "dose": _number(d), "unit": u or None, "times_per_day": _number(t),
+                  "duration_days": int(n) if n.strip() else None, "instructions": i}
+                 for m, d, u, t, n, i in zip(medicine, dose, unit, times_per_day, duration_days, instructions,
+                                             strict=True) if m.strip()]
+    except ValueError:
+        return refusal("Doses, times a day and days must be numbers.", "rx-error")
+    edited = await refusable(session, lambda: service.edit(session, principal, prescription_id, items=items))
+    if isinstance(edited, DomainError):
+        return refusal(edited, "rx-error")
+    return Response(status_code=200, headers={"HX-Redirect": f"/portal/prescriptions/{prescription_id}"})
+
+
+def _number(value: str) -> float | None:
+    value = value.strip()
+    return float(value) if value else None
+
+
+@router.post("/portal/prescriptions/{prescription_id}/approve", response_class=HTMLResponse)
+async def approve_from_page(request: Request, prescription_id: uuid.UUID, session: DbSession,
+                            principal: PagePrincipal, notes: Notes = "", override_reason: Notes = ""):
+    if principal is None:
+        return HTMLResponse("", status_code=401)
+    done = await refusable(session, lambda: service.approve(session, principal, prescription_id, notes=notes,
+                                                            override_reason=override_reason))
+    if isinstance(done, DomainError):
+        return refusal(done, "rx-error")
+    return Response(status_code=200, headers={"HX-Redirect": f"/portal/prescriptions/{prescription_id}"})
+
+
+@router.post("/portal/prescriptions/{prescription_id}/reject", response_class=HTMLResponse)
+async def reject_from_page(request: Request, prescription_id: uuid.UUID, session: DbSession,
+                           principal: PagePrincipal, notes: Notes = ""):
+    if principal is None:
+        return HTMLResponse("", status_code=401)
+    done = await refusable(session, lambda: service.reject(session, principal, prescription_id, notes=notes))
+    if isinstance(done, DomainError):
+        return refusal(done, "rx-error")
+    return Response(status_code=200, headers={"HX-Redirect": f"/portal/prescriptions/{prescription_id}"})
