@@ -37,6 +37,9 @@ class Context:
     allergies: tuple[str, ...] = ()
     medicines: tuple[str, ...] = ()
     problems: tuple[str, ...] = ()
+    # What the knowledge base says about the complaint (full-text search in PostgreSQL): the
+    # curated facts a model should lean on, rather than its own memory.
+    knowledge: tuple[str, ...] = ()
 
 
 @dataclass

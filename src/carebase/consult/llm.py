@@ -41,7 +41,11 @@ def _context_line(context: Context) -> str:
              f"Allergies on record: {', '.join(context.allergies) or 'none recorded'}",
              f"Current medicines on record: {', '.join(context.medicines) or 'none recorded'}",
              f"Problems on record: {', '.join(context.problems) or 'none recorded'}"]
-    return "Patient context (from the chart, de-identified): " + "; ".join(parts) + "."
+    line = "Patient context (from the chart, de-identified): " + "; ".join(parts) + "."
+    if context.knowledge:
+        line += ("\nRelevant entries of the clinic's curated knowledge base (prefer these to your own memory):\n- "
+                 + "\n- ".join(context.knowledge))
+    return line
 
 
 def _finished(content: str) -> dict[str, Any] | None:

@@ -29,6 +29,7 @@ from carebase.consult import phi
 from carebase.consult.engine import MAX_EXCHANGES, Context, Engine, OfflineEngine, Reply, Turn
 from carebase.consult.models import consultation_turns, consultations
 from carebase.encounters import service as encounters
+from carebase.knowledge import service as knowledge
 from carebase.patients import service as patients
 from carebase.platform import realtime
 from carebase.platform.authz import Principal, require, require_tenant
@@ -83,13 +84,25 @@ def _identity(p: patients.Patient) -> phi.Identity:
                         ids=tuple(i for i in (p.mrn, p.global_id) if i))
 
 
-async def _context(session: AsyncSession, principal: Principal, p: patients.Patient) -> Context:
+async def _context(session: AsyncSession, principal: Principal, p: patients.Patient, *, complaint: str) -> Context:
+    """What the engine may know besides the conversation: the chart without identity, and the
+    knowledge base's entries for the (de-identified) complaint."""
     chart = await encounters.chart(session, principal)
+    hits = await knowledge.search(session, complaint, kind="condition", limit=3)
     return Context(
         age_bracket=phi.age_bracket(p.birth_date, date.today()), sex=p.gender,
         allergies=tuple(a["substance"] for a in chart["allergies"]),
         medicines=tuple(m["name"] for m in chart["medications"]),
-        problems=tuple(pr["name"] for pr in chart["problems"]))
+        problems=tuple(pr["name"] for pr in chart["problems"]),
+        knowledge=tuple(_knowledge_line(h.data) for h in hits))
+
+
+def _knowledge_line(condition: dict[str, Any]) -> str:
+    flags = "; ".join(f["sign"] for f in condition.get("red_flags", [])[:4])
+    first = "; ".join(f"{f['generic']} ({f.get('adult') or f.get('child') or ''})"
+                      for f in condition.get("first_line", [])[:3])
+    return (f"{condition['name']} ({condition['code']}). Red flags: {flags or 'none listed'}. "
+            f"First line: {first or 'none'}.")
 
 
 def _check_text(text: str) -> str:
@@ -171,7 +184,7 @@ async def _patient_says(session: AsyncSession, principal: Principal, me: patient
     history = [Turn(t.role, t.model_text) for t in (await session.execute(
         select(consultation_turns.c.role, consultation_turns.c.model_text)
         .where(consultation_turns.c.consultation_id == consultation_id).order_by(consultation_turns.c.seq))).all()]
-    context = await _context(session, principal, me)
+    context = await _context(session, principal, me, complaint=history[0].text)
     reply: Reply = await engine.reply(context, history)
     if not reply.done and sum(1 for t in history if t.role == "patient") >= MAX_EXCHANGES:
         # The assistant would not stop: the offline summary closes the intake on time.
