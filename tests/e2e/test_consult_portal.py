@@ -86,6 +86,14 @@ def test_consult_review_sign_download_and_verify(browser, server):  # noqa: F811
     ARTIFACTS.mkdir(exist_ok=True)
     doctor.screenshot(path=str(ARTIFACTS / "portal-prescription-doctor.png"), full_page=True)
     patient.screenshot(path=str(ARTIFACTS / "portal-prescription-verify.png"), full_page=True)
+
+    # The doctor revokes it; the same verify page now says so.
+    doctor.click("#revoke-form >> xpath=.. >> summary")
+    doctor.fill("#revoke-reason", "Wrong dose; a new prescription follows.")
+    doctor.click("#revoke")
+    expect(doctor.locator("#rx-status")).to_have_text("revoked")
+    patient.reload()
+    expect(patient.locator("#verify-status")).to_have_text("Revoked")
     patient_ctx.close()
     doctor_ctx.close()
 

@@ -82,9 +82,17 @@ def test_a_draft_is_edited_approved_signed_and_verified(client, owner, server):
     # Forging the hash as well does not help: the signature is over the hash.
     owner.execute("UPDATE prescriptions SET content_hash = repeat('0', 64) WHERE id = %s", (draft["id"],))
     assert anonymous.get(f"/api/v1/prescriptions/verify/{draft['id']}").json()["status"] == "tampered"
-    owner.execute("UPDATE prescriptions SET content_hash = %s, revoked_at = now(), status = 'revoked' WHERE id = %s",
-                  (a["content_hash"], draft["id"]))
+    owner.execute("UPDATE prescriptions SET content_hash = %s WHERE id = %s", (a["content_hash"], draft["id"]))
+    assert anonymous.get(f"/api/v1/prescriptions/verify/{draft['id']}").json()["status"] == "valid"
+    # The doctor revokes it (with a reason): from now on it verifies as revoked.
+    assert client.post(f"/api/v1/prescriptions/{draft['id']}/revoke", headers=bearer(patient),
+                       json={"reason": "mine"}).status_code == 403
+    r = client.post(f"/api/v1/prescriptions/{draft['id']}/revoke", headers=bearer(doctor),
+                    json={"reason": "Wrong dose: reissued."})
+    assert r.status_code == 200 and r.json()["status"] == "revoked"
     assert anonymous.get(f"/api/v1/prescriptions/verify/{draft['id']}").json()["status"] == "revoked"
+    assert_problem(client.post(f"/api/v1/prescriptions/{draft['id']}/revoke", headers=bearer(doctor),
+                               json={"reason": "again"}), 409, "prescription-not-approved")
     assert_problem(anonymous.get(f"/api/v1/prescriptions/verify/{uuid.uuid4()}"), 404, "prescription-not-found")
     # The private key is sealed at rest: the stored value is not a raw 32-byte key.
     sealed = owner.execute("SELECT sealed_private_key FROM prescriber_keys k JOIN prescriptions p "

@@ -282,6 +282,7 @@ BODIES: dict[tuple[str, str], Callable[[Caller, TenantB], dict]] = {
     ("POST", "/api/v1/prescriptions/{prescription_id}/approve"): lambda c, b: {"json": {
         "override_reason": "route walk"}},
     ("POST", "/api/v1/prescriptions/{prescription_id}/reject"): lambda c, b: {"json": {"notes": "route walk"}},
+    ("POST", "/api/v1/prescriptions/{prescription_id}/revoke"): lambda c, b: {"json": {"reason": "route walk"}},
     ("POST", "/api/v1/prescriptions/{prescription_id}/patient-signature"): lambda c, b: {"json": {
         "image": "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAAAAAA6fptVAAAACklEQVR4nGNgAAAAAgABSK+kcQ"
                  "AAAABJRU5ErkJggg=="}},

@@ -116,3 +116,14 @@ async def reject_from_page(request: Request, prescription_id: uuid.UUID, session
     if isinstance(done, DomainError):
         return refusal(done, "rx-error")
     return Response(status_code=200, headers={"HX-Redirect": f"/portal/prescriptions/{prescription_id}"})
+
+
+@router.post("/portal/prescriptions/{prescription_id}/revoke", response_class=HTMLResponse)
+async def revoke_from_page(request: Request, prescription_id: uuid.UUID, session: DbSession,
+                           principal: PagePrincipal, reason: Notes = ""):
+    if principal is None:
+        return HTMLResponse("", status_code=401)
+    done = await refusable(session, lambda: service.revoke(session, principal, prescription_id, reason=reason))
+    if isinstance(done, DomainError):
+        return refusal(done, "rx-error")
+    return Response(status_code=200, headers={"HX-Redirect": f"/portal/prescriptions/{prescription_id}"})

@@ -91,6 +91,13 @@ async def reject(prescription_id: uuid.UUID, body: schemas.RejectIn, principal: 
     return _out(await service.reject(session, principal, prescription_id, notes=body.notes))
 
 
+@router.post("/prescriptions/{prescription_id}/revoke", response_model=schemas.PrescriptionOut,
+             summary="Doctors: withdraw a signed prescription; its verification says revoked from now on")
+async def revoke(prescription_id: uuid.UUID, body: schemas.RevokeIn, principal: CurrentPrincipal,
+                 session: DbSession) -> schemas.PrescriptionOut:
+    return _out(await service.revoke(session, principal, prescription_id, reason=body.reason))
+
+
 @router.post("/prescriptions/{prescription_id}/patient-signature", response_model=schemas.PrescriptionOut,
              summary="Patients: sign an approved prescription (a PNG from the signature pad) to see it in full; "
                      "stored with its hash, time and address, and logged as consent")

@@ -36,6 +36,10 @@ class RejectIn(Strict):
     notes: str = Field(min_length=1, max_length=2000, description="Why, for the patient")
 
 
+class RevokeIn(Strict):
+    reason: str = Field(min_length=1, max_length=2000, description="Why, for the record and the patient")
+
+
 class PatientSignatureIn(Strict):
     image: str = Field(max_length=300_000, pattern=r"^data:image/png;base64,[A-Za-z0-9+/=]+$",
                        description="The signature pad's drawing: a PNG data URL (canvas.toDataURL())")

@@ -348,6 +348,26 @@ async def reject(session: AsyncSession, principal: Principal, prescription_id: u
     return await get(session, principal, prescription_id)
 
 
+async def revoke(session: AsyncSession, principal: Principal, prescription_id: uuid.UUID, *, reason: str
+                 ) -> Prescription:
+    """Withdraw a signed prescription (a wrong dose spotted, the patient reacted): the signature
+    stays, and verification answers "revoked" from now on, so no pharmacy dispenses it."""
+    require(principal, "manage:prescriptions")
+    tenant_id = require_tenant(principal)
+    reason = (reason or "").strip()
+    if not reason:
+        raise ValidationFailed("Say why the prescription is revoked.", code="reason-required")
+    row = await _load(session, prescription_id, lock=True)
+    if row.status != "approved":
+        raise Conflict(f"Only an approved prescription can be revoked; this one is {row.status}.",
+                       code="prescription-not-approved", status_now=row.status)
+    await session.execute(prescriptions.update().where(prescriptions.c.id == row.id).values(
+        status="revoked", revoked_at=func.now(), revoked_reason=reason[:2000], updated_at=func.now()))
+    await realtime.publish(session, f"tenant:{tenant_id}:prescriptions",
+                           {"type": "prescription:revoked", "id": str(row.id)})
+    return await get(session, principal, prescription_id)
+
+
 async def _prescriber_name(session: AsyncSession, principal: Principal) -> str:
     account = await identity.get_account(session, principal.account_id)
     return account.display_name if account else "your doctor"
