@@ -51,7 +51,8 @@ def test_consult_review_sign_download_and_verify(browser, server):  # noqa: F811
     first.locator('select[name="unit"]').select_option("mg")
     first.locator('input[name="times_per_day"]').fill("3")
     first.locator('input[name="duration_days"]').fill("5")
-    doctor.click("#save-items")
+    with doctor.expect_navigation():  # saved, re-checked, and the page shown again
+        doctor.click("#save-items")
     expect(doctor.locator(".item-row").first.locator('input[name="dose"]')).to_have_value("500")
     doctor.fill("#approve-notes", "Paracetamol for the fever; rest and fluids.")
     if doctor.locator("#override-reason").count():

@@ -84,10 +84,8 @@ async def edit_from_page(request: Request, prescription_id: uuid.UUID, session: 
                                              strict=True) if m.strip()]
     except ValueError:
         return refusal("Doses, times a day and days must be numbers.", "rx-error")
-    edited = await refusable(session, lambda: service.edit(session, principal, prescription_id, items=items))
-    if isinstance(edited, DomainError):
-        return refusal(edited, "rx-error")
-    return Response(status_code=200, headers={"HX-Redirect": f"/portal/prescriptions/{prescription_id}"})
+    return await _decide(session, principal, prescription_id,
+                         lambda: service.edit(session, principal, prescription_id, items=items))
 
 
 def _number(value: str) -> float | None:
@@ -95,35 +93,32 @@ def _number(value: str) -> float | None:
     return float(value) if value else None
 
 
-@router.post("/portal/prescriptions/{prescription_id}/approve", response_class=HTMLResponse)
-async def approve_from_page(request: Request, prescription_id: uuid.UUID, session: DbSession,
-                            principal: PagePrincipal, notes: Notes = "", override_reason: Notes = ""):
+async def _decide(session, principal: Principal | None, prescription_id: uuid.UUID, command) -> Response:
+    """A doctor's decision from the review page: refused with a message in place, or the page again."""
     if principal is None:
         return HTMLResponse("", status_code=401)
-    done = await refusable(session, lambda: service.approve(session, principal, prescription_id, notes=notes,
-                                                            override_reason=override_reason))
+    done = await refusable(session, command)
     if isinstance(done, DomainError):
         return refusal(done, "rx-error")
     return Response(status_code=200, headers={"HX-Redirect": f"/portal/prescriptions/{prescription_id}"})
+
+
+@router.post("/portal/prescriptions/{prescription_id}/approve", response_class=HTMLResponse)
+async def approve_from_page(request: Request, prescription_id: uuid.UUID, session: DbSession,
+                            principal: PagePrincipal, notes: Notes = "", override_reason: Notes = ""):
+    return await _decide(session, principal, prescription_id, lambda: service.approve(
+        session, principal, prescription_id, notes=notes, override_reason=override_reason))
 
 
 @router.post("/portal/prescriptions/{prescription_id}/reject", response_class=HTMLResponse)
 async def reject_from_page(request: Request, prescription_id: uuid.UUID, session: DbSession,
                            principal: PagePrincipal, notes: Notes = ""):
-    if principal is None:
-        return HTMLResponse("", status_code=401)
-    done = await refusable(session, lambda: service.reject(session, principal, prescription_id, notes=notes))
-    if isinstance(done, DomainError):
-        return refusal(done, "rx-error")
-    return Response(status_code=200, headers={"HX-Redirect": f"/portal/prescriptions/{prescription_id}"})
+    return await _decide(session, principal, prescription_id,
+                         lambda: service.reject(session, principal, prescription_id, notes=notes))
 
 
 @router.post("/portal/prescriptions/{prescription_id}/revoke", response_class=HTMLResponse)
 async def revoke_from_page(request: Request, prescription_id: uuid.UUID, session: DbSession,
                            principal: PagePrincipal, reason: Notes = ""):
-    if principal is None:
-        return HTMLResponse("", status_code=401)
-    done = await refusable(session, lambda: service.revoke(session, principal, prescription_id, reason=reason))
-    if isinstance(done, DomainError):
-        return refusal(done, "rx-error")
-    return Response(status_code=200, headers={"HX-Redirect": f"/portal/prescriptions/{prescription_id}"})
+    return await _decide(session, principal, prescription_id,
+                         lambda: service.revoke(session, principal, prescription_id, reason=reason))
