@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from playwright.sync_api import expect
 
-from tests.conftest import ARTIFACTS, bearer, login
+from tests.conftest import ARTIFACTS, bearer, demo_patient, login
 from tests.consult.test_consult import ANSWERS
 from tests.e2e.test_portal import _sign_in, browser  # noqa: F401  (the fixture)
 from tests.encounters.test_export import pdf_text
@@ -131,3 +131,28 @@ def test_chest_pain_stops_as_an_emergency_and_tops_the_doctors_queue(browser, se
     expect(doctor.locator(f'.queue-item[data-id="{consultation}"]')).to_have_count(0)
     patient_ctx.close()
     doctor_ctx.close()
+
+
+def test_a_doctor_writes_from_the_chart_and_overrides_an_allergy_flag(browser, server, owner):  # noqa: F811
+    page = browser.new_page()
+    _sign_in(page, server.url, "doctor@demo.carebase.local")
+    page.goto(f"{server.url}/portal/patients/{demo_patient(owner)}/chart")  # allergic to penicillin
+    page.click("#chart-prescribe")
+    page.fill("#rx-diagnosis", "Acute otitis media")
+    row = page.locator(".item-row").first
+    row.locator('input[name="medicine"]').fill("Amoxil")  # a brand name: the generic is found
+    row.locator('input[name="dose"]').fill("500")
+    row.locator('select[name="unit"]').select_option("mg")
+    row.locator('input[name="times_per_day"]').fill("3")
+    row.locator('input[name="duration_days"]').fill("7")
+    page.click("#check-rx")
+    page.wait_for_url("**/portal/prescriptions/*")
+    expect(page.locator("#safety .flag-blocking")).to_contain_text("allergic to Penicillin")
+    # Approving without a reason is refused in place; with one, it is signed.
+    page.click("#approve")
+    expect(page.locator("#rx-error")).to_contain_text("need your reason to override")
+    page.fill("#override-reason", "Childhood rash was viral; amoxicillin tolerated in 2024.")
+    page.click("#approve")
+    expect(page.locator("#rx-status")).to_have_text("approved")
+    expect(page.locator("#rx-items")).to_contain_text("amoxicillin")
+    page.close()

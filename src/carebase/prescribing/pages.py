@@ -71,21 +71,53 @@ async def prescription_page(request: Request, prescription_id: uuid.UUID, sessio
     return await render_page(request, session, principal, "prescribing/prescription.html", context)
 
 
+def _items(medicine, dose, unit, times_per_day, duration_days, instructions) -> list[dict]:
+    """The medicine rows of the form (blank rows left out); ValueError when a number is not one."""
+    return [{"medicine": m.strip(), "dose": _number(d), "unit": u or None, "times_per_day": _number(t),
+             "duration_days": int(n) if n.strip() else None, "instructions": i}
+            for m, d, u, t, n, i in zip(medicine, dose, unit, times_per_day, duration_days, instructions, strict=True)
+            if m.strip()]
+
+
+NOT_NUMBERS = "Doses, times a day and days must be numbers."
+
+
 @router.post("/portal/prescriptions/{prescription_id}/items", response_class=HTMLResponse)
 async def edit_from_page(request: Request, prescription_id: uuid.UUID, session: DbSession, principal: PagePrincipal,
                          medicine: Lines = (), dose: Lines = (), unit: Lines = (), times_per_day: Lines = (),
                          duration_days: Lines = (), instructions: Lines = ()):
+    try:
+        items = _items(medicine, dose, unit, times_per_day, duration_days, instructions)
+    except ValueError:
+        return refusal(NOT_NUMBERS, "rx-error")
+    return await _decide(session, principal, prescription_id,
+                         lambda: service.edit(session, principal, prescription_id, items=items))
+
+
+@router.get("/portal/patients/{patient_id}/prescriptions/new", response_class=HTMLResponse)
+async def new_prescription_page(request: Request, patient_id: uuid.UUID, session: DbSession,
+                                principal: PagePrincipal):
+    async def context(p: Principal) -> dict:
+        return {"patient": await patients.get_patient(session, p, patient_id, "treatment")}
+
+    return await render_page(request, session, principal, "prescribing/new.html", context)
+
+
+@router.post("/portal/patients/{patient_id}/prescriptions", response_class=HTMLResponse)
+async def write_from_page(request: Request, patient_id: uuid.UUID, session: DbSession, principal: PagePrincipal,
+                          diagnosis: Notes = "", medicine: Lines = (), dose: Lines = (), unit: Lines = (),
+                          times_per_day: Lines = (), duration_days: Lines = (), instructions: Lines = ()):
     if principal is None:
         return HTMLResponse("", status_code=401)
     try:
-        items = [{"medicine": m.strip(), "dose": _number(d), "unit": u or None, "times_per_day": _number(t),
-                  "duration_days": int(n) if n.strip() else None, "instructions": i}
-                 for m, d, u, t, n, i in zip(medicine, dose, unit, times_per_day, duration_days, instructions,
-                                             strict=True) if m.strip()]
+        items = _items(medicine, dose, unit, times_per_day, duration_days, instructions)
     except ValueError:
-        return refusal("Doses, times a day and days must be numbers.", "rx-error")
-    return await _decide(session, principal, prescription_id,
-                         lambda: service.edit(session, principal, prescription_id, items=items))
+        return refusal(NOT_NUMBERS, "rx-error")
+    written = await refusable(session, lambda: service.write(session, principal, patient_id, items=items,
+                                                             diagnosis=diagnosis.strip() or None))
+    if isinstance(written, DomainError):
+        return refusal(written, "rx-error")
+    return Response(status_code=200, headers={"HX-Redirect": f"/portal/prescriptions/{written.id}"})
 
 
 def _number(value: str) -> float | None:
