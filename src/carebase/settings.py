@@ -57,6 +57,16 @@ class Settings(BaseSettings):
     llm_model: str = "gpt-4o-mini"
     llm_timeout_seconds: float = 30.0
 
+    # Aadhaar eSign (India's eSign API 2.1) beside Carebase's own signature on prescriptions:
+    # none | aadhaar. The ASP's key and certificate (PEM) sign requests; the ESP's certificate
+    # checks its answers.
+    esign_provider: str = "none"
+    esign_esp_url: str | None = None
+    esign_asp_id: str | None = None
+    esign_asp_key: SecretStr | None = None
+    esign_asp_certificate: str | None = None
+    esign_esp_certificate: str | None = None
+
     # Who carries each channel (platform/channels). "local" keeps the message in the
     # outbound_messages table and nothing leaves the machine (demo, tests).
     email_provider: str = "local"  # local | smtp (smtp_host:smtp_port)
