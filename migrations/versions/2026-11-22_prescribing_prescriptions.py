@@ -45,7 +45,13 @@ def upgrade() -> None:
     sa.Column('patient_signature_key', sa.String(length=300), nullable=True),
     sa.Column('patient_signature_sha256', sa.String(length=64), nullable=True),
     sa.Column('patient_signature_ip', sa.String(length=64), nullable=True),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_prescriptions'))
+    sa.Column('esign_txn', sa.String(length=64), nullable=True),
+    sa.Column('esign_signature', sa.Text(), nullable=True),
+    sa.Column('esign_signer', sa.String(length=200), nullable=True),
+    sa.Column('esign_certificate', sa.Text(), nullable=True),
+    sa.Column('esign_at', sa.DateTime(timezone=True), nullable=True),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_prescriptions')),
+    sa.UniqueConstraint('esign_txn', name=op.f('uq_prescriptions_esign_txn'))
     )
     op.create_index('ix_prescriptions_tenant_id_status_urgency', 'prescriptions', ['tenant_id', 'status', 'urgency'])
     op.create_index('ix_prescriptions_patient_id_created_at', 'prescriptions', ['patient_id', 'created_at'])
@@ -67,17 +73,30 @@ def upgrade() -> None:
     op.execute("""
         CREATE FUNCTION prescription_for_verification(p_id uuid)
         RETURNS TABLE (status text, signed_content jsonb, content_hash text, signature text, public_key text,
-                       revoked_at timestamptz)
+                       revoked_at timestamptz, esign_signer text, esign_at timestamptz)
         LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public AS $$
-            SELECT p.status, p.signed_content, p.content_hash, p.signature, k.public_key, p.revoked_at
+            SELECT p.status, p.signed_content, p.content_hash, p.signature, k.public_key, p.revoked_at,
+                   p.esign_signer, p.esign_at
             FROM prescriptions p LEFT JOIN prescriber_keys k ON k.id = p.signer_key_id
             WHERE p.id = p_id AND p.signature IS NOT NULL
         $$""")
     op.execute("REVOKE ALL ON FUNCTION prescription_for_verification(uuid) FROM PUBLIC")
     op.execute(f"GRANT EXECUTE ON FUNCTION prescription_for_verification(uuid) TO {app_role()}")
+    # The ESP's answer comes back through the doctor's browser as a cross-site POST, which carries
+    # no session: the transaction id finds the one prescription waiting for it, and nothing else.
+    op.execute("""
+        CREATE FUNCTION prescription_for_esign(p_txn text)
+        RETURNS TABLE (id uuid, tenant_id uuid, content_hash text)
+        LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public AS $$
+            SELECT p.id, p.tenant_id, p.content_hash FROM prescriptions p
+            WHERE p.esign_txn = p_txn AND p.esign_signature IS NULL AND p.status = 'approved'
+        $$""")
+    op.execute("REVOKE ALL ON FUNCTION prescription_for_esign(text) FROM PUBLIC")
+    op.execute(f"GRANT EXECUTE ON FUNCTION prescription_for_esign(text) TO {app_role()}")
 
 
 def downgrade() -> None:
+    op.execute("DROP FUNCTION prescription_for_esign(text)")
     op.execute("DROP FUNCTION prescription_for_verification(uuid)")
     op.drop_table('prescriber_keys')
     op.drop_table('prescriptions')

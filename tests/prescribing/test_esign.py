@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import uuid
 
 import httpx
 import pytest
 from lxml import etree
 from pydantic import SecretStr
 
+from carebase.platform.errors import DomainError
 from carebase.prescribing import esign
 from carebase.settings import Settings
 from tests.standins.esp import EspStandIn, key_and_certificate, pem
@@ -128,3 +130,80 @@ def test_a_pkcs7_signature_is_checked_against_the_signer_s_certificate():
     with pytest.raises(esign.EsignFailed) as garbage:
         esign.verify_cms(b"\x30\x03\x02\x01\x01", digest, cert)
     assert garbage.value.code == "esign-bad-response"
+
+
+# -- the prescription flow --------------------------------------------------------------------
+
+
+def _run(backend, settings, fn, *, tenant=None, account=None):
+    import asyncio
+
+    from carebase.platform.db import Database
+    from carebase.settings import set_settings
+
+    async def go():
+        set_settings(settings)
+        db = Database(settings, backend.urls)
+        try:
+            async with db.transaction(tenant, account) as session:
+                return await fn(session)
+        finally:
+            set_settings(backend.settings)
+            await db.dispose()
+
+    return asyncio.run(go())
+
+
+def test_a_prescriber_e_signs_an_approved_prescription_and_verification_shows_it(backend, owner, client, esp,
+                                                                                   server):
+    from carebase.platform.authz import Principal
+    from carebase.prescribing import service
+    from tests.conftest import bearer, demo_patient, login, tenant_id_of
+
+    doctor = login(client, "doctor@demo.carebase.local")
+    rx = client.post(f"/api/v1/patients/{demo_patient(owner)}/prescriptions", headers=bearer(doctor),
+                     json={"items": [{"medicine": "paracetamol", "dose": 500, "unit": "mg",
+                                      "times_per_day": 3}]}).json()
+    assert client.post(f"/api/v1/prescriptions/{rx['id']}/approve", headers=bearer(doctor), json={}).status_code == 200
+    # Where eSign is not enabled (the default), it says so.
+    r = client.post(f"/api/v1/prescriptions/{rx['id']}/esign", headers=bearer(doctor))
+    assert r.status_code == 409 and r.json()["code"] == "esign-not-enabled"
+
+    tenant = tenant_id_of(owner, "demo")
+    doctor_id = owner.execute("SELECT id FROM accounts WHERE email = 'doctor@demo.carebase.local'").fetchone()[0]
+    settings = backend.settings.model_copy(update=dict(
+        esign_provider="aadhaar", esign_esp_url=f"{esp.url}/esign/2.1/signdoc", esign_asp_id="CAREBASE01",
+        esign_asp_key=SecretStr(pem(ASP_KEY)), esign_asp_certificate=pem(ASP_CERT),
+        esign_esp_certificate=pem(esp.esp_certificate)))
+    principal = Principal.of(doctor_id, tenant, ["doctor"])
+    started = _run(backend, settings, lambda s: service.start_esign(s, principal, uuid.UUID(rx["id"])),
+                   tenant=tenant, account=doctor_id)
+    # Another doctor may not e-sign someone else's prescription.
+    other = Principal.of(uuid.uuid4(), tenant, ["doctor"])
+    with pytest.raises(DomainError) as not_theirs:
+        _run(backend, settings, lambda s: service.start_esign(s, other, uuid.UUID(rx["id"])), tenant=tenant)
+    assert not_theirs.value.code == "not-the-prescriber"
+
+    answer = httpx.post(started.url, data=started.fields).text
+    # A forged answer for this transaction (signed by some other "ESP") is refused; nothing stored.
+    _, foreign_cert = key_and_certificate("Some other ESP")
+    forged_settings = settings.model_copy(update={"esign_esp_certificate": pem(foreign_cert)})
+    with pytest.raises(esign.EsignFailed):
+        _run(backend, forged_settings, lambda s: service.complete_esign(s, answer))
+    assert owner.execute("SELECT esign_signature FROM prescriptions WHERE id = %s", (rx["id"],)).fetchone()[0] is None
+    # The real answer, without any session (it comes back through the browser, cross-site).
+    assert str(_run(backend, settings, lambda s: service.complete_esign(s, answer))) == rx["id"]
+    signer, at = owner.execute("SELECT esign_signer, esign_at FROM prescriptions WHERE id = %s",
+                               (rx["id"],)).fetchone()
+    assert signer == "Meera Iyer" and at is not None
+    # Replayed, it finds nothing waiting.
+    with pytest.raises(DomainError) as replayed:
+        _run(backend, settings, lambda s: service.complete_esign(s, answer))
+    assert replayed.value.code == "esign-unknown-transaction"
+    v = httpx.get(f"{server.url}/api/v1/prescriptions/verify/{rx['id']}").json()
+    assert v["status"] == "valid" and v["esigned_by"] == "Meera Iyer"
+    assert client.get(f"/api/v1/prescriptions/{rx['id']}", headers=bearer(doctor)).json()["esigned_by"] == "Meera Iyer"
+    from tests.encounters.test_export import pdf_text
+
+    printed = pdf_text(client.get(f"/api/v1/prescriptions/{rx['id']}/pdf", headers=bearer(doctor)).content)
+    assert "Aadhaar eSign: Meera Iyer" in printed

@@ -283,6 +283,7 @@ BODIES: dict[tuple[str, str], Callable[[Caller, TenantB], dict]] = {
         "override_reason": "route walk"}},
     ("POST", "/api/v1/prescriptions/{prescription_id}/reject"): lambda c, b: {"json": {"notes": "route walk"}},
     ("POST", "/api/v1/prescriptions/{prescription_id}/revoke"): lambda c, b: {"json": {"reason": "route walk"}},
+    ("POST", "/api/v1/esign/response"): lambda c, b: {"data": {"eSignResponse": '<EsignResp txn="walk"/>'}},
     ("POST", "/api/v1/prescriptions/{prescription_id}/patient-signature"): lambda c, b: {"json": {
         "image": "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAAAAAA6fptVAAAACklEQVR4nGNgAAAAAgABSK+kcQ"
                  "AAAABJRU5ErkJggg=="}},

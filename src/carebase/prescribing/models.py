@@ -39,6 +39,12 @@ prescriptions = Table(
     Column("patient_signature_key", String(300), nullable=True),
     Column("patient_signature_sha256", String(64), nullable=True),
     Column("patient_signature_ip", String(64), nullable=True),
+    # Aadhaar eSign (Indian deployments): the ESP transaction, then its PKCS#7 over content_hash.
+    Column("esign_txn", String(64), nullable=True, unique=True),
+    Column("esign_signature", Text, nullable=True),
+    Column("esign_signer", String(200), nullable=True),
+    Column("esign_certificate", Text, nullable=True),
+    Column("esign_at", DateTime(timezone=True), nullable=True),
     Index("ix_prescriptions_tenant_id_status_urgency", "tenant_id", "status", "urgency"),
     Index("ix_prescriptions_patient_id_created_at", "patient_id", "created_at"),
 )

@@ -54,7 +54,8 @@ async def mine_page(request: Request, session: DbSession, principal: PagePrincip
 
 async def _review(session, p: Principal, prescription_id: uuid.UUID) -> dict:
     rx = await service.get(session, p, prescription_id)
-    ctx = {"rx": rx, "doctor": p.can("manage:prescriptions"), "consultation": None, "patient": None}
+    ctx = {"rx": rx, "doctor": p.can("manage:prescriptions"), "consultation": None, "patient": None,
+           "esign_enabled": get_settings().esign_provider != "none", "me": p.account_id}
     if ctx["doctor"]:
         ctx["patient"] = await patients.get_patient(session, p, rx.patient_id, "treatment")
         if rx.consultation_id:
@@ -154,3 +155,14 @@ async def revoke_from_page(request: Request, prescription_id: uuid.UUID, session
                            principal: PagePrincipal, reason: Notes = ""):
     return await _decide(session, principal, prescription_id,
                          lambda: service.revoke(session, principal, prescription_id, reason=reason))
+
+
+@router.post("/portal/prescriptions/{prescription_id}/esign", response_class=HTMLResponse)
+async def esign_from_page(request: Request, prescription_id: uuid.UUID, session: DbSession, principal: PagePrincipal):
+    """The prescriber's browser goes to the ESP: a page that posts the signed request there."""
+    if principal is None:
+        return HTMLResponse("", status_code=401)
+    started = await refusable(session, lambda: service.start_esign(session, principal, prescription_id))
+    if isinstance(started, DomainError):
+        return refusal(started, "rx-error")
+    return templates.TemplateResponse(request, "prescribing/_esign_redirect.html", {"esign": started})

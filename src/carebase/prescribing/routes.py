@@ -1,11 +1,14 @@
 """Prescriptions API: the physicians' queue, edits, approval with signature, rejection, doctors
-writing from the chart, the patient's own list, and the public verification behind the QR code."""
+writing from the chart, the patient's own list, the public verification behind the QR code, and
+Aadhaar eSign where a deployment uses it."""
 
 from __future__ import annotations
 
 import uuid
+from typing import Annotated
 
-from fastapi import APIRouter, Request, Response, status
+from fastapi import APIRouter, Form, Request, Response, status
+from fastapi.responses import RedirectResponse
 
 from carebase.platform.errors import NotFound, ValidationFailed
 from carebase.platform.web import CurrentPrincipal, DbSession
@@ -21,7 +24,8 @@ def _out(p: service.Prescription) -> schemas.PrescriptionOut:
         urgency=service.URGENCY[p.urgency], items=p.items, safety=[schemas.FlagOut(**f) for f in p.safety],
         diagnosis=p.diagnosis, notes=p.notes, override_reason=p.override_reason, created_at=p.created_at,
         updated_at=p.updated_at, reviewed_by=p.reviewed_by, reviewed_at=p.reviewed_at, content_hash=p.content_hash,
-        signed=p.signed, patient_signed_at=p.patient_signed_at, awaiting_patient_signature=p.awaiting_patient_signature)
+        signed=p.signed, patient_signed_at=p.patient_signed_at, esigned_by=p.esigned_by, esigned_at=p.esigned_at,
+        awaiting_patient_signature=p.awaiting_patient_signature)
 
 
 @router.get("/prescriptions/queue", response_model=list[schemas.PrescriptionOut],
@@ -57,7 +61,7 @@ async def verify(prescription_id: uuid.UUID, request: Request, session: DbSessio
     if v.status == "unknown":
         raise NotFound(v.detail, code="prescription-not-found")
     return schemas.VerificationOut(status=v.status, detail=v.detail, issued_at=v.issued_at, prescriber=v.prescriber,
-                                   content_hash=v.content_hash)
+                                   content_hash=v.content_hash, esigned_by=v.esigned_by, esigned_at=v.esigned_at)
 
 
 @router.get("/prescriptions/{prescription_id}", response_model=schemas.PrescriptionOut,
@@ -118,3 +122,21 @@ async def pdf(prescription_id: uuid.UUID, principal: CurrentPrincipal, session: 
     filename, body = await service.pdf(session, principal, prescription_id)
     return Response(body, media_type="application/pdf",
                     headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+
+
+@router.post("/prescriptions/{prescription_id}/esign", response_model=schemas.EsignStartOut,
+             summary="The prescriber: Aadhaar eSign an approved prescription (where enabled). Returns the form the "
+                     "browser posts to the ESP; its answer comes back to POST /esign/response.")
+async def start_esign(prescription_id: uuid.UUID, principal: CurrentPrincipal, session: DbSession
+                      ) -> schemas.EsignStartOut:
+    r = await service.start_esign(session, principal, prescription_id)
+    return schemas.EsignStartOut(url=r.url, fields=r.fields, txn=r.txn)
+
+
+@router.post("/esign/response", status_code=status.HTTP_303_SEE_OTHER, response_class=RedirectResponse,
+             summary="The ESP's answer (form field `eSignResponse`), posted back by the signer's browser: checked, "
+                     "stored on its prescription, then back to the prescription's page")
+async def esign_response(session: DbSession, eSignResponse: Annotated[str, Form(max_length=200_000)]  # noqa: N803
+                         ) -> RedirectResponse:
+    prescription_id = await service.complete_esign(session, eSignResponse)
+    return RedirectResponse(f"/portal/prescriptions/{prescription_id}", status_code=status.HTTP_303_SEE_OTHER)

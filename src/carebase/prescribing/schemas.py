@@ -76,6 +76,8 @@ class PrescriptionOut(BaseModel):
     content_hash: str | None = Field(description="SHA-256 of the signed content, once approved")
     signed: bool
     patient_signed_at: datetime | None
+    esigned_by: str | None = Field(description="Aadhaar eSign: the signer's name on their certificate")
+    esigned_at: datetime | None
     awaiting_patient_signature: bool = Field(description="Patients: sign (POST …/patient-signature) to see the "
                                                          "medicines and download the PDF")
 
@@ -86,3 +88,11 @@ class VerificationOut(BaseModel):
     issued_at: str | None
     prescriber: str | None
     content_hash: str | None
+    esigned_by: str | None = Field(default=None, description="Aadhaar eSign signer, where used")
+    esigned_at: str | None = None
+
+
+class EsignStartOut(BaseModel):
+    url: str = Field(description="The ESP's gateway: post `fields` there from the signer's browser")
+    fields: dict[str, str]
+    txn: str

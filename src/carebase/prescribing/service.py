@@ -27,6 +27,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from lxml import etree
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -37,10 +38,12 @@ from carebase.notifications import service as notifications
 from carebase.patients import service as patients
 from carebase.platform import context, crypto, eventstore, realtime
 from carebase.platform.authz import Principal, require, require_tenant
-from carebase.platform.errors import Conflict, NotFound, ValidationFailed
+from carebase.platform.db import set_context
+from carebase.platform.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from carebase.platform.ids import new_id
 from carebase.platform.pdf import PDF_ENCODING, FoldedText
 from carebase.platform.storage import storage
+from carebase.prescribing import esign
 from carebase.prescribing.models import prescriber_keys, prescriptions
 from carebase.prescribing.safety import Emergency, Item, Patient, Report, Source, check
 from carebase.prescribing.safety import emergency_signs as _emergency_signs
@@ -86,6 +89,8 @@ class Prescription:
     content_hash: str | None
     signed: bool
     patient_signed_at: datetime | None
+    esigned_by: str | None
+    esigned_at: datetime | None
     # The patient's view of an approved prescription they have not signed yet: everything but the
     # medicines (the seed: the patient signs before the final prescription is shown).
     awaiting_patient_signature: bool = False
@@ -95,7 +100,7 @@ def _prescription(r, *, withhold: bool = False) -> Prescription:
     return Prescription(r.id, r.patient_id, r.consultation_id, r.source, r.status, r.urgency,
                         [] if withhold else r.items, [] if withhold else r.safety, r.diagnosis, r.notes,
                         r.override_reason, r.created_at, r.updated_at, r.reviewed_by, r.reviewed_at, r.content_hash,
-                        r.signature is not None, r.patient_signed_at, withhold)
+                        r.signature is not None, r.patient_signed_at, r.esign_signer, r.esign_at, withhold)
 
 
 def _flags(report: Report) -> list[dict[str, Any]]:
@@ -496,6 +501,9 @@ def _render_pdf(row, clinic: str, verify_url: str, signature_png: bytes | None) 
     pdf.ln(6)
     line("Digitally signed by the prescriber (Ed25519) over the SHA-256 of this prescription's content:", 8.5, "B")
     line(row.content_hash, 8.5)
+    if row.esign_signer:
+        line(f"Aadhaar eSign: {row.esign_signer}, {row.esign_at:%d %b %Y %H:%M} UTC (PKCS#7 kept with the record)",
+             8.5)
     line("Check it: scan the QR code, or open", 8.5)
     line(verify_url, 8.5)
     if signature_png:
@@ -508,6 +516,54 @@ def _render_pdf(row, clinic: str, verify_url: str, signature_png: bytes | None) 
     return bytes(pdf.output())
 
 
+# -- Aadhaar eSign (Indian deployments) -------------------------------------------------------------
+
+
+async def start_esign(session: AsyncSession, principal: Principal, prescription_id: uuid.UUID) -> esign.EsignRequest:
+    """The prescriber's Aadhaar eSign of an approved prescription's hash: the form their browser
+    posts to the ESP (where they confirm with the Aadhaar OTP)."""
+    require(principal, "manage:prescriptions")
+    row = await _load(session, prescription_id, lock=True)
+    adapter = esign.provider(get_settings())
+    if adapter is None:
+        raise Conflict("Aadhaar eSign is not enabled here (CAREBASE_ESIGN_PROVIDER).", code="esign-not-enabled")
+    if row.status != "approved" or row.signature is None:
+        raise Conflict("Only an approved, signed prescription is e-signed.", code="prescription-not-approved",
+                       status_now=row.status)
+    if row.reviewed_by != principal.account_id:
+        raise Forbidden("Only the prescriber who approved it may e-sign it.", code="not-the-prescriber")
+    if row.esign_signature is not None:
+        raise Conflict("This prescription is already e-signed.", code="already-esigned")
+    txn = f"cb-{new_id().hex}"
+    request = adapter.request(document_sha256=row.content_hash, doc_info=f"Prescription {row.id}", txn=txn)
+    await session.execute(prescriptions.update().where(prescriptions.c.id == row.id).values(
+        esign_txn=txn, updated_at=func.now()))
+    return request
+
+
+async def complete_esign(session: AsyncSession, response_xml: str) -> uuid.UUID:
+    """The ESP's answer, brought back by the prescriber's browser (no session: a cross-site POST).
+    Its transaction names the prescription; the adapter checks everything else. Returns the id."""
+    adapter = esign.provider(get_settings())
+    if adapter is None:
+        raise Conflict("Aadhaar eSign is not enabled here (CAREBASE_ESIGN_PROVIDER).", code="esign-not-enabled")
+    try:
+        txn = etree.fromstring(response_xml.encode(), parser=etree.XMLParser(resolve_entities=False)).get("txn") or ""
+    except etree.XMLSyntaxError:
+        raise ValidationFailed("The eSign answer is not XML.", code="esign-bad-response") from None
+    found = (await session.execute(text("SELECT * FROM prescription_for_esign(:txn)"), {"txn": txn})).first()
+    if found is None:
+        raise NotFound("No prescription is waiting for this eSign answer.", code="esign-unknown-transaction")
+    result = adapter.complete(response_xml, txn=txn, document_sha256=found.content_hash)
+    await set_context(session, found.tenant_id, None)
+    await session.execute(prescriptions.update().where(
+        prescriptions.c.id == found.id, prescriptions.c.esign_txn == txn,
+        prescriptions.c.esign_signature.is_(None)).values(
+        esign_signature=result.signature_pkcs7, esign_signer=result.signer_name[:200],
+        esign_certificate=result.signer_certificate_pem, esign_at=func.now(), updated_at=func.now()))
+    return found.id
+
+
 # -- verification (public) --------------------------------------------------------------------------
 
 
@@ -518,6 +574,8 @@ class Verification:
     issued_at: str | None = None
     prescriber: str | None = None
     content_hash: str | None = None
+    esigned_by: str | None = None  # Aadhaar eSign, where the deployment uses it
+    esigned_at: str | None = None
 
 
 async def verify(session: AsyncSession, prescription_id: uuid.UUID) -> Verification:
@@ -543,5 +601,5 @@ async def verify(session: AsyncSession, prescription_id: uuid.UUID) -> Verificat
         return Verification("revoked", "The prescriber revoked this prescription: do not dispense.", issued,
                             prescriber, row.content_hash)
     return Verification("valid", "Signed by the prescriber and unchanged since.", issued, prescriber,
-                        row.content_hash)
+                        row.content_hash, row.esign_signer, row.esign_at.isoformat() if row.esign_at else None)
 
