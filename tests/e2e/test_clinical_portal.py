@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from datetime import datetime
 
 import httpx
 from playwright.sync_api import expect
@@ -34,6 +35,7 @@ def _book_first_free_slot(page, clinic: Clinic, reason: str) -> str:
     page.fill("#booking-date", _next_monday().isoformat())
     page.dispatch_event("#booking-date", "change")
     page.fill("#booking-reason", reason)
+    page.wait_for_load_state("networkidle")  # the slots of these choices, not of the page's defaults
     first = page.locator("#slots button.slot").first
     expect(first).to_be_visible()
     starts_at = first.get_attribute("data-starts-at")
@@ -59,11 +61,15 @@ def test_reception_registers_a_patient_and_books_a_visit(browser, server, client
     expect(page.locator("#booked")).to_contain_text("office visit")
     # The slot is gone from the list (it refreshed), and the API sees the visit with its reason.
     expect(page.locator(f'#slots button.slot[data-starts-at="{starts_at}"]')).to_have_count(0)
-    # From that slot on: the whole suite books this doctor, past the list's first page.
-    found = client.get("/api/v1/appointments", headers=bearer(c.token),
-                       params={"provider_id": c.provider, "from": starts_at}).json()
-    mine = [a for a in found if a["starts_at"].replace("Z", "+00:00") == starts_at.replace("Z", "+00:00")]
-    assert len(mine) == 1 and mine[0]["reason_for_visit"] == "First visit" and mine[0]["status"] == "scheduled"
+    # The new patient's one visit, at that time, with that provider and reason.
+    patient = client.get("/api/v1/patients", headers=bearer(c.token), params={"q": family}).json()
+    assert len(patient) == 1, patient
+    mine = client.get("/api/v1/appointments", headers=bearer(c.token),
+                      params={"patient_id": patient[0]["id"]}).json()
+    assert len(mine) == 1, (starts_at, mine)
+    assert datetime.fromisoformat(mine[0]["starts_at"]) == datetime.fromisoformat(starts_at), (starts_at, mine)
+    assert mine[0]["provider_id"] == c.provider and mine[0]["reason_for_visit"] == "First visit"
+    assert mine[0]["status"] == "scheduled"
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "portal-booking.png"), full_page=True)
     # Booking the same time again from a stale page is refused on the page, not with an error page.
