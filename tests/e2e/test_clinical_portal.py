@@ -8,7 +8,6 @@ import re
 import uuid
 from datetime import datetime
 
-import httpx
 from playwright.sync_api import expect
 
 from tests.conftest import ARTIFACTS, bearer, login

@@ -7,7 +7,6 @@ import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
 
-import pytest
 from aiosmtpd.controller import Controller
 from pydantic import SecretStr
 
