@@ -244,3 +244,15 @@ def test_a_consultation_id_of_another_patient_is_not_found(backend, owner):
     with pytest.raises(DomainError) as refused:
         _as_patient(backend, owner, None, go)
     assert refused.value.status == 404
+
+
+def test_a_summary_of_the_wrong_shape_is_replaced_by_the_offline_one(backend, owner, llm):
+    llm.reset()
+    llm.script = ['{"done": true, "message": "Done.", "summary": {"vitals": "high", "possible_conditions": ["flu"]}}']
+
+    async def go(session, principal):
+        return await consult.start(session, principal, "sore throat and a runny nose")
+
+    c = _as_patient(backend, owner, llm, go)
+    assert c.status == "completed" and c.summary["engine"] == "offline"
+    assert c.summary["complaint"] == "sore throat and a runny nose"

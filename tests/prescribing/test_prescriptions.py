@@ -9,6 +9,7 @@ import json
 import uuid
 
 import httpx
+import pytest
 
 from tests.conftest import assert_problem, bearer, demo_patient, login
 from tests.consult.test_consult import ANSWERS
@@ -90,6 +91,13 @@ def test_a_draft_is_edited_approved_signed_and_verified(client, owner, server):
     r = client.post(f"/api/v1/prescriptions/{draft['id']}/revoke", headers=bearer(doctor),
                     json={"reason": "Wrong dose: reissued."})
     assert r.status_code == 200 and r.json()["status"] == "revoked"
+    # The patient never signed it: revoked, its medicines stay theirs to see only after signing.
+    seen = client.get(f"/api/v1/prescriptions/{draft['id']}", headers=bearer(patient)).json()
+    assert seen["status"] == "revoked" and seen["items"] == [] and seen["awaiting_patient_signature"]
+    assert client.get(f"/api/v1/prescriptions/{draft['id']}/pdf", headers=bearer(patient)).status_code == 409
+    # Every clinician read of it is in the read audit.
+    assert owner.execute("SELECT count(*) FROM audit_reads WHERE record_type = 'prescription' AND record_id = %s",
+                         (draft["id"],)).fetchone()[0] >= 1
     assert anonymous.get(f"/api/v1/prescriptions/verify/{draft['id']}").json()["status"] == "revoked"
     assert_problem(client.post(f"/api/v1/prescriptions/{draft['id']}/revoke", headers=bearer(doctor),
                                json={"reason": "again"}), 409, "prescription-not-approved")
@@ -179,9 +187,16 @@ def test_the_patient_signs_before_seeing_the_final_prescription_and_its_pdf(clie
     assert seen["status"] == "approved" and seen["awaiting_patient_signature"] and seen["items"] == []
     assert_problem(client.get(f"/api/v1/prescriptions/{pid}/pdf", headers=bearer(patient)), 409,
                    "patient-signature-required")
-    # Not a PNG, or not theirs: refused, nothing stored.
+    # Not a PNG, a PNG that claims a huge picture, or not theirs: refused, nothing stored.
     assert client.post(f"/api/v1/prescriptions/{pid}/patient-signature", headers=bearer(patient),
                        json={"image": "data:image/png;base64,aGVsbG8="}).status_code == 422
+    import base64
+
+    png = bytearray(base64.b64decode(_signature_png().split(",", 1)[1]))
+    png[16:24] = (100_000).to_bytes(4, "big") * 2  # IHDR width and height
+    bomb = "data:image/png;base64," + base64.b64encode(bytes(png)).decode()
+    assert client.post(f"/api/v1/prescriptions/{pid}/patient-signature", headers=bearer(patient),
+                       json={"image": bomb}).status_code == 422
     other = login(client, "patient@demo2.carebase.local")
     assert client.post(f"/api/v1/prescriptions/{pid}/patient-signature", headers=bearer(other),
                        json={"image": _signature_png()}).status_code == 404
@@ -220,3 +235,25 @@ def test_the_patient_signs_before_seeing_the_final_prescription_and_its_pdf(clie
 
 def _pdf_images(data: bytes) -> int:
     return data.count(b"/Subtype /Image")
+
+
+@pytest.mark.parametrize("line", [
+    {"medicine": "paracetamol", "dose": float("nan")}, {"medicine": "paracetamol", "dose": float("inf")},
+    {"medicine": "paracetamol", "dose": -500}, {"medicine": "paracetamol", "times_per_day": 0},
+    {"medicine": "paracetamol", "duration_days": 1.5}, {"medicine": "paracetamol", "unit": "kg"},
+    {"medicine": "x" * 201},
+])
+def test_every_door_checks_the_lines(backend, owner, line):
+    """The portal's form reaches the service without the API's schema: the service checks too."""
+    from carebase.platform.authz import Principal
+    from carebase.platform.errors import DomainError
+    from carebase.prescribing import service
+    from tests.conftest import run_db, tenant_id_of
+
+    tenant = tenant_id_of(owner, "demo")
+    doctor = owner.execute("SELECT id FROM accounts WHERE email = %s", (DOCTOR,)).fetchone()[0]
+    principal = Principal.of(doctor, tenant, ["doctor"])
+    with pytest.raises(DomainError) as refused:
+        run_db(backend, lambda s: service.write(s, principal, demo_patient(owner), items=[line]), owner=False,
+               tenant_id=tenant, account_id=doctor)
+    assert refused.value.status == 422

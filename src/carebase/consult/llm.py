@@ -14,6 +14,7 @@ import re
 from typing import Any
 
 import httpx
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from carebase.consult.engine import MAX_EXCHANGES, MIN_EXCHANGES, Context, Reply, Turn
 from carebase.platform.errors import DomainError
@@ -29,6 +30,29 @@ for names, phone numbers, addresses or ids. When you have enough, answer with on
 "symptoms": [str], "onset": str, "duration": str, "severity": int (0-10) or null, "associated": str,
 "taken_so_far": str, "vitals": {{}}, "history": [str], "allergies": [str], "current_medicines": [str],
 "possible_conditions": [{{"name": str, "code": "ICD-10 code"}}]}}}}"""
+
+
+class _Condition(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    name: str = Field(max_length=300)
+    code: str | None = Field(default=None, max_length=20)
+
+
+class _Summary(BaseModel):
+    """The shape a model's summary must have to be kept (anything else: the offline summary)."""
+    model_config = ConfigDict(extra="ignore")
+    complaint: str = Field(default="", max_length=2000)
+    symptoms: list[str] = Field(default_factory=list, max_length=50)
+    onset: str | None = Field(default=None, max_length=500)
+    duration: str | None = Field(default=None, max_length=200)
+    severity: int | None = Field(default=None, ge=0, le=10)
+    associated: str | None = Field(default=None, max_length=2000)
+    taken_so_far: str | None = Field(default=None, max_length=2000)
+    vitals: dict[str, str | int | float] = Field(default_factory=dict, max_length=20)
+    history: list[str] = Field(default_factory=list, max_length=50)
+    allergies: list[str] = Field(default_factory=list, max_length=50)
+    current_medicines: list[str] = Field(default_factory=list, max_length=50)
+    possible_conditions: list[_Condition] = Field(default_factory=list, max_length=10)
 
 
 class AssistantUnavailable(DomainError):
@@ -89,8 +113,10 @@ class LlmEngine:
                                        upstream_status=r.status_code) from None
         finished = _finished(content)
         if finished:
-            summary = dict(finished["summary"])
-            summary["engine"] = self.name
-            return Reply(str(finished.get("message") or "Thank you. A doctor will review your answers."), done=True,
-                         summary=summary)
+            closing = str(finished.get("message") or "Thank you. A doctor will review your answers.")[:2000]
+            try:
+                summary = _Summary.model_validate(finished["summary"]).model_dump()
+            except ValidationError:
+                return Reply(closing, done=True, summary=None)  # the service writes the offline summary
+            return Reply(closing, done=True, summary={**summary, "engine": self.name})
         return Reply(content.strip())

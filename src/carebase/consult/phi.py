@@ -41,6 +41,7 @@ class Identity:
     family_name: str = ""
     other_names: tuple[str, ...] = ()  # family members, emergency contacts
     phone: str | None = None
+    other_phones: tuple[str, ...] = ()  # an emergency contact's
     email: str | None = None
     address: str | None = None
     birth_date: date | None = None
@@ -187,8 +188,10 @@ def _own_spans(text: str, who: Identity) -> Iterable[tuple[int, int, str]]:
     if who.email:
         for m in re.finditer(re.escape(who.email), text, re.I):
             yield m.start(), m.end(), "EMAIL"
-    if who.phone and len(_digits(who.phone)) >= 7:
-        national = _digits(who.phone)[-10:]
+    for phone in (who.phone, *who.other_phones):
+        if not phone or len(_digits(phone)) < 7:
+            continue
+        national = _digits(phone)[-10:]
         for m in _PHONEISH.finditer(text):
             d = _digits(m.group())
             if len(d) >= 7 and (national.endswith(d) or d.endswith(national)):

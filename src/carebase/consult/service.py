@@ -80,8 +80,8 @@ def engine_for(settings: Settings) -> Engine:
 def _identity(p: patients.Patient) -> phi.Identity:
     others = tuple(n for n in (p.emergency_contact_name,) if n)
     return phi.Identity(given_name=p.given_name or "", family_name=p.family_name or "", other_names=others,
-                        phone=p.phone, email=p.email, birth_date=p.birth_date,
-                        ids=tuple(i for i in (p.mrn, p.global_id) if i))
+                        phone=p.phone, other_phones=tuple(n for n in (p.emergency_contact_phone,) if n),
+                        email=p.email, birth_date=p.birth_date, ids=tuple(i for i in (p.mrn, p.global_id) if i))
 
 
 async def _context(session: AsyncSession, principal: Principal, p: patients.Patient, *, complaint: str) -> Context:
@@ -186,8 +186,10 @@ async def _patient_says(session: AsyncSession, principal: Principal, me: patient
         .where(consultation_turns.c.consultation_id == consultation_id).order_by(consultation_turns.c.seq))).all()]
     context = await _context(session, principal, me, complaint=history[0].text)
     reply: Reply = await engine.reply(context, history)
-    if not reply.done and sum(1 for t in history if t.role == "patient") >= MAX_EXCHANGES:
-        # The assistant would not stop: the offline summary closes the intake on time.
+    if (reply.done and not reply.summary) or (not reply.done
+                                              and sum(1 for t in history if t.role == "patient") >= MAX_EXCHANGES):
+        # The assistant would not stop, or its summary was not one: the offline summary closes
+        # the intake on time.
         offline = OfflineEngine()
         reply = Reply(reply.text, done=True, summary=offline.summarise(context, history, offline.plan(
             next((t.text for t in history if t.role == "patient"), ""))[0]))

@@ -192,8 +192,8 @@ _LOCK_SQL = (
     # The row, locked, and whether the current step's channel has a try left "sending" by a worker
     # that died during a provider call (a local channel never leaves one).
     "SELECT d.id, d.tenant_id, d.account_id, d.kind, d.chain, d.addresses, d.content, d.step, d.status, "
-    "d.not_before, EXISTS (SELECT 1 FROM delivery_attempts a WHERE a.delivery_id = d.id "
-    "AND a.channel = d.chain ->> d.step AND a.outcome = 'sending') AS crashed "
+    "d.not_before, d.not_before > now() AS early, EXISTS (SELECT 1 FROM delivery_attempts a "
+    "WHERE a.delivery_id = d.id AND a.channel = d.chain ->> d.step AND a.outcome = 'sending') AS crashed "
     "FROM deliveries d WHERE d.id = %s FOR UPDATE OF d SKIP LOCKED")
 _ATTEMPT_SQL = (
     "INSERT INTO delivery_attempts (id, delivery_id, tenant_id, channel, provider, outcome, provider_message_id, "
@@ -298,8 +298,10 @@ async def _walk(session: AsyncSession, settings: Settings, delivery_id: uuid.UUI
             d = await cur.fetchone()
         if d is None or d.status in FINAL:
             return None  # finished, or another worker holds it (and will finish or requeue it)
-        if d.not_before and d.not_before > datetime.now(UTC):
-            return None  # early: the job for that time is queued already
+        if d.early:
+            # Early: the job for that time is queued already. Judged by the database's clock, the
+            # one procrastinate schedules by (a worker's clock running behind would strand it).
+            return None
         if d.step >= len(d.chain):
             await _finish(pg, d, "dead")
             return None

@@ -115,7 +115,11 @@ class AadhaarEsign:
         except (ValueError, AttributeError):
             raise EsignFailed("The eSign answer has no signer certificate or signature.",
                               code="esign-bad-response") from None
-        verify_cms(base64.b64decode(signature), bytes.fromhex(document_sha256), certificate)
+        try:
+            der = base64.b64decode(signature, validate=True)
+        except ValueError:
+            raise EsignFailed("The eSign answer's signature is not base64.", code="esign-bad-response") from None
+        verify_cms(der, bytes.fromhex(document_sha256), certificate)
         names = certificate.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
         return EsignResult(txn, signature, str(names[0].value) if names else "",
                            certificate.public_bytes(serialization.Encoding.PEM).decode(), resp.get("ts") or "")

@@ -20,6 +20,7 @@ import asyncio
 import base64
 import hashlib
 import json
+import math
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -29,8 +30,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from lxml import etree
 from sqlalchemy import func, select, text
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from carebase.audit import service as audit
 from carebase.encounters import service as encounters
 from carebase.identity import service as identity
 from carebase.knowledge import service as knowledge
@@ -111,14 +114,37 @@ def _items(raw: list[dict[str, Any]]) -> list[Item]:
     return [Item(i["medicine"], i.get("dose"), i.get("unit"), i.get("times_per_day")) for i in raw]
 
 
+UNITS = ("mg", "mcg", "g", "units", "mL", "puffs", "drops", "application")
+
+
+def _number_in(value: Any, name: str, low: float, high: float, *, whole: bool = False) -> float | int | None:
+    """A line's number, or None; refused unless finite and within (low, high]."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) \
+            or not low < value <= high or (whole and value != int(value)):
+        raise ValidationFailed(f"{name} must be a {'whole ' if whole else ''}number above {low:g} and at most "
+                               f"{high:g}.", code="bad-medicine-line")
+    return int(value) if whole else float(value)
+
+
 def _clean_items(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every line checked here, whichever door it came in by (the API's schema, a portal form)."""
     if not items:
         raise ValidationFailed("A prescription needs at least one medicine.", code="no-medicines")
+    if len(items) > 20:
+        raise ValidationFailed("At most 20 medicines on one prescription.", code="too-many-medicines")
     out = []
     for i in items:
         name = str(i.get("medicine") or "").strip()
-        if not name:
-            raise ValidationFailed("Every line needs a medicine.", code="no-medicine-name")
+        if not name or len(name) > 200:
+            raise ValidationFailed("Every line needs a medicine (at most 200 characters).", code="no-medicine-name")
+        if i.get("unit") not in (None, *UNITS):
+            raise ValidationFailed(f"The unit must be one of {', '.join(UNITS)}.", code="bad-medicine-line")
+        i = {**i, "dose": _number_in(i.get("dose"), "A dose", 0, 100000),
+             "times_per_day": _number_in(i.get("times_per_day"), "Times a day", 0, 24),
+             "duration_days": _number_in(i.get("duration_days"), "Days", 0, 365, whole=True),
+             "instructions": str(i.get("instructions") or "")[:500]}
         med = knowledge.medicine(name)
         out.append({"medicine": med.generic if med else name, "dose": i.get("dose"), "unit": i.get("unit"),
                     "times_per_day": i.get("times_per_day"), "duration_days": i.get("duration_days"),
@@ -214,9 +240,16 @@ async def get(session: AsyncSession, principal: Principal, prescription_id: uuid
     physician decided (never a draft)."""
     row = await _load(session, prescription_id)
     if principal.can("manage:prescriptions"):
+        await _audit(session, principal, [row.patient_id], row.id)
         return _prescription(row)
     await _own_decided(session, principal, row)
-    return _prescription(row, withhold=row.status == "approved" and row.patient_signed_at is None)
+    return _prescription(row, withhold=_unsigned_for_patient(row))
+
+
+def _unsigned_for_patient(row) -> bool:
+    """Decided to prescribe, not yet signed by the patient: its medicines are not theirs to see
+    (revoked ones included: revoking does not show what was withdrawn)."""
+    return row.status in ("approved", "revoked") and row.patient_signed_at is None
 
 
 async def _own_decided(session: AsyncSession, principal: Principal, row) -> None:
@@ -231,7 +264,15 @@ async def queue(session: AsyncSession, principal: Principal, *, limit: int = 100
     rows = (await session.execute(select(prescriptions).where(prescriptions.c.status == "draft")
                                   .order_by(prescriptions.c.urgency.desc(), prescriptions.c.created_at)
                                   .limit(limit))).all()
+    await _audit(session, principal, sorted({r.patient_id for r in rows}), None)
     return [_prescription(r) for r in rows]
+
+
+async def _audit(session: AsyncSession, principal: Principal, patient_ids: list[uuid.UUID],
+                 prescription_id: uuid.UUID | None) -> None:
+    """A clinician saw these patients' prescriptions (medicines, diagnosis): in the read audit."""
+    await audit.record_reads(session, principal, patient_ids=patient_ids, record_type="prescription",
+                             record_id=prescription_id, purpose=audit.purpose_of(principal, None))
 
 
 async def mine(session: AsyncSession, principal: Principal) -> list[Prescription]:
@@ -240,7 +281,7 @@ async def mine(session: AsyncSession, principal: Principal) -> list[Prescription
     rows = (await session.execute(select(prescriptions).where(
         prescriptions.c.patient_id == me.id, prescriptions.c.status != "draft")
         .order_by(prescriptions.c.created_at.desc()))).all()
-    return [_prescription(r, withhold=r.status == "approved" and r.patient_signed_at is None) for r in rows]
+    return [_prescription(r, withhold=_unsigned_for_patient(r)) for r in rows]
 
 
 def _must_be_draft(row) -> None:
@@ -282,9 +323,12 @@ async def _signing_key(session: AsyncSession, tenant_id: uuid.UUID,
                                 serialization.NoEncryption())
     public = private.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     key_id = new_id()
-    await session.execute(prescriber_keys.insert().values(
+    made = await session.execute(pg_insert(prescriber_keys).values(
         id=key_id, tenant_id=tenant_id, account_id=account_id, public_key=base64.b64encode(public).decode(),
-        sealed_private_key=crypto.seal(key, raw, aad)))
+        sealed_private_key=crypto.seal(key, raw, aad)).on_conflict_do_nothing(
+        index_elements=["tenant_id", "account_id"]))
+    if made.rowcount == 0:  # their first two approvals at once: the other one's key stands
+        return await _signing_key(session, tenant_id, account_id)
     return key_id, private
 
 
@@ -404,9 +448,13 @@ async def sign_as_patient(session: AsyncSession, principal: Principal, prescript
                        code="prescription-not-approved", status_now=row.status)
     if row.patient_signed_at is not None:
         return await get(session, principal, prescription_id)
-    if not image.startswith(PNG_MAGIC) or not 100 <= len(image) <= SIGNATURE_MAX_BYTES:
-        raise ValidationFailed(f"The signature must be a PNG image under {SIGNATURE_MAX_BYTES // 1000} kB "
-                               "(draw it on the signature pad).", code="bad-signature-image")
+    # The header's own size (IHDR: width, height) too: a small file can claim a huge picture.
+    width, height = (int.from_bytes(image[16:20], "big"), int.from_bytes(image[20:24], "big")) \
+        if len(image) >= 24 and image[12:16] == b"IHDR" else (0, 0)
+    if not image.startswith(PNG_MAGIC) or not 100 <= len(image) <= SIGNATURE_MAX_BYTES \
+            or not (0 < width <= 2000 and 0 < height <= 1000):
+        raise ValidationFailed(f"The signature must be a PNG image under {SIGNATURE_MAX_BYTES // 1000} kB and "
+                               "2000 × 1000 pixels (draw it on the signature pad).", code="bad-signature-image")
     digest = hashlib.sha256(image).hexdigest()
     key = f"prescriptions/{row.tenant_id}/{row.id}/patient-signature.png"
     await storage(get_settings()).put(key, image, "image/png")
@@ -428,9 +476,11 @@ async def pdf(session: AsyncSession, principal: Principal, prescription_id: uuid
     """The signed prescription as a PDF with its QR code: the organization's doctors once it is
     approved, the patient once they have signed it. Returns (file name, bytes)."""
     row = await _load(session, prescription_id)
-    if not principal.can("manage:prescriptions"):
+    if principal.can("manage:prescriptions"):
+        await _audit(session, principal, [row.patient_id], row.id)
+    else:
         await _own_decided(session, principal, row)
-        if row.status == "approved" and row.patient_signed_at is None:
+        if _unsigned_for_patient(row):
             raise Conflict("Sign the prescription first: it is shown to you once you have signed it.",
                            code="patient-signature-required")
     if row.signature is None:
@@ -557,7 +607,7 @@ async def complete_esign(session: AsyncSession, response_xml: str) -> uuid.UUID:
     result = adapter.complete(response_xml, txn=txn, document_sha256=found.content_hash)
     await set_context(session, found.tenant_id, None)
     await session.execute(prescriptions.update().where(
-        prescriptions.c.id == found.id, prescriptions.c.esign_txn == txn,
+        prescriptions.c.id == found.id, prescriptions.c.esign_txn == txn, prescriptions.c.status == "approved",
         prescriptions.c.esign_signature.is_(None)).values(
         esign_signature=result.signature_pkcs7, esign_signer=result.signer_name[:200],
         esign_certificate=result.signer_certificate_pem, esign_at=func.now(), updated_at=func.now()))
