@@ -237,17 +237,21 @@ def new_staff(client: httpx.Client, owner: psycopg.Connection, role: str = "doct
     return {"email": email, "password": password, "membership_id": r.json() if r.content else None}
 
 
-def run_db(backend: Backend, fn, *, owner: bool = True, tenant_id=None, account_id=None):
-    """Run ``await fn(session)`` in one transaction on a fresh engine (its own event loop)."""
+def run_db(backend: Backend, fn, *, owner: bool = True, tenant_id=None, account_id=None, settings=None):
+    """Run ``await fn(session)`` in one transaction on a fresh engine (its own event loop);
+    ``settings``: other settings than the backend's for that call (a provider switched on)."""
     from carebase.platform.db import Database
 
+    settings = settings or backend.settings
+
     async def go():
-        set_settings(backend.settings)
-        db = Database(backend.settings, backend.urls)
+        set_settings(settings)
+        db = Database(settings, backend.urls)
         try:
             async with db.transaction(tenant_id, account_id, owner=owner) as session:
                 return await fn(session)
         finally:
+            set_settings(backend.settings)
             await db.dispose()
 
     return asyncio.run(go())

@@ -4,18 +4,16 @@ OpenAI-compatible server that must never see an identifier."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import uuid
 
 import pytest
+from pydantic import SecretStr
 
 from carebase.consult import service as consult
 from carebase.platform.authz import Principal
-from carebase.platform.db import Database
 from carebase.platform.errors import DomainError
-from carebase.settings import set_settings
-from tests.conftest import assert_problem, bearer, login, tenant_id_of
+from tests.conftest import assert_problem, bearer, login, run_db, tenant_id_of
 from tests.standins.llm import LlmStandIn
 
 PATIENT = "patient@demo.carebase.local"
@@ -154,24 +152,11 @@ def _as_patient(backend, owner, llm: LlmStandIn | None, fn):
     tenant = tenant_id_of(owner, "demo")
     account = owner.execute("SELECT id FROM accounts WHERE email = %s", (PATIENT,)).fetchone()[0]
     principal = Principal.of(account, tenant, ["patient"])
-    update = {"llm_base_url": f"{llm.url}/v1", "llm_model": llm.model} if llm else {}
+    update = {"llm_base_url": f"{llm.url}/v1", "llm_model": llm.model,
+              "llm_api_key": SecretStr(llm.api_key)} if llm else {}
     settings = backend.settings.model_copy(update=update)
-    if llm:
-        from pydantic import SecretStr
-
-        settings = settings.model_copy(update={"llm_api_key": SecretStr(llm.api_key)})
-
-    async def go():
-        set_settings(settings)
-        db = Database(settings, backend.urls)
-        try:
-            async with db.transaction(tenant, account) as session:
-                return await fn(session, principal)
-        finally:
-            set_settings(backend.settings)
-            await db.dispose()
-
-    return asyncio.run(go())
+    return run_db(backend, lambda session: fn(session, principal), owner=False, tenant_id=tenant, account_id=account,
+                  settings=settings)
 
 
 def test_the_llm_sees_tokens_never_identifiers_and_its_answers_are_re_identified(backend, owner, llm):

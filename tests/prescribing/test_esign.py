@@ -16,6 +16,7 @@ from pydantic import SecretStr
 from carebase.platform.errors import DomainError
 from carebase.prescribing import esign
 from carebase.settings import Settings
+from tests.conftest import run_db
 from tests.standins.esp import EspStandIn, key_and_certificate, pem
 
 ASP_KEY, ASP_CERT = key_and_certificate("Carebase ASP")
@@ -136,22 +137,7 @@ def test_a_pkcs7_signature_is_checked_against_the_signer_s_certificate():
 
 
 def _run(backend, settings, fn, *, tenant=None, account=None):
-    import asyncio
-
-    from carebase.platform.db import Database
-    from carebase.settings import set_settings
-
-    async def go():
-        set_settings(settings)
-        db = Database(settings, backend.urls)
-        try:
-            async with db.transaction(tenant, account) as session:
-                return await fn(session)
-        finally:
-            set_settings(backend.settings)
-            await db.dispose()
-
-    return asyncio.run(go())
+    return run_db(backend, fn, owner=False, tenant_id=tenant, account_id=account, settings=settings)
 
 
 def test_a_prescriber_e_signs_an_approved_prescription_and_verification_shows_it(backend, owner, client, esp,

@@ -51,6 +51,8 @@ class Reply:
 
 class Engine(Protocol):
     name: str
+    # Whether it reads ``Context.knowledge`` (a full-text search per turn, skipped when not).
+    uses_knowledge: bool
 
     async def reply(self, context: Context, history: list[Turn]) -> Reply: ...
 
@@ -88,6 +90,7 @@ def _words(text: str) -> set[str]:
 
 class OfflineEngine:
     name = "offline"
+    uses_knowledge = False  # it reads the knowledge base in memory, itself
 
     def plan(self, said: str) -> tuple[list[tuple[str, str]], list[tuple[Any, float]]]:
         candidates = knowledge.conditions_for(said, limit=3)

@@ -85,6 +85,8 @@ def _finished(content: str) -> dict[str, Any] | None:
 
 
 class LlmEngine:
+    uses_knowledge = True
+
     def __init__(self, settings: Settings):
         self.base_url = (settings.llm_base_url or "").rstrip("/")
         self.api_key = settings.llm_api_key.get_secret_value() if settings.llm_api_key else ""

@@ -27,6 +27,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date
 
+from carebase.patients.service import age_in_years
+
 MONTHS = ("january", "february", "march", "april", "may", "june", "july", "august", "september", "october",
           "november", "december")
 _MONTH = (r"(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?|sep(?:t(?:ember)?)?"
@@ -365,9 +367,9 @@ def reidentify(text: str, mapping: Mapping) -> str:
 
 def age_bracket(birth_date: date | None, today: date) -> str | None:
     """A decade bracket (``30-39``); 90 and over collapse to ``90+`` (HIPAA Safe Harbor)."""
-    if birth_date is None:
+    age = age_in_years(birth_date, today)
+    if age is None:
         return None
-    age = today.year - birth_date.year - ((today.month, today.day) < (birth_date.month, birth_date.day))
     if age >= 90:
         return "90+"
     if age < 1:

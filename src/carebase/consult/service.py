@@ -84,11 +84,12 @@ def _identity(p: patients.Patient) -> phi.Identity:
                         email=p.email, birth_date=p.birth_date, ids=tuple(i for i in (p.mrn, p.global_id) if i))
 
 
-async def _context(session: AsyncSession, principal: Principal, p: patients.Patient, *, complaint: str) -> Context:
-    """What the engine may know besides the conversation: the chart without identity, and the
-    knowledge base's entries for the (de-identified) complaint."""
+async def _context(session: AsyncSession, principal: Principal, p: patients.Patient, *, complaint: str,
+                   engine: Engine) -> Context:
+    """What the engine may know besides the conversation: the chart without identity, and, for an
+    engine that reads them, the knowledge base's entries for the (de-identified) complaint."""
     chart = await encounters.chart(session, principal)
-    hits = await knowledge.search(session, complaint, kind="condition", limit=3)
+    hits = await knowledge.search(session, complaint, kind="condition", limit=3) if engine.uses_knowledge else []
     return Context(
         age_bracket=phi.age_bracket(p.birth_date, date.today()), sex=p.gender,
         allergies=tuple(a["substance"] for a in chart["allergies"]),
@@ -128,7 +129,7 @@ async def start(session: AsyncSession, principal: Principal, text: str, *, engin
     await session.execute(consultations.insert().values(
         id=consultation_id, tenant_id=tenant_id, patient_id=me.id, account_id=principal.account_id, status="active",
         urgency=0, engine=engine.name))
-    await _patient_says(session, principal, me, consultation_id, text, engine)
+    await _patient_says(session, principal, me, consultation_id, {}, text, engine)
     return await get(session, principal, consultation_id)
 
 
@@ -146,33 +147,36 @@ async def say(session: AsyncSession, principal: Principal, consultation_id: uuid
         raise Conflict(f"This consultation is {row.status}; start a new one if something else is troubling you.",
                        code="consultation-closed", status_now=row.status)
     me = await patients.own_patient(session, principal)
-    await _patient_says(session, principal, me, consultation_id, text, engine or engine_for(get_settings()))
+    await _patient_says(session, principal, me, consultation_id, row.phi_tokens or {}, text,
+                        engine or engine_for(get_settings()))
     return await get(session, principal, consultation_id)
 
 
-async def _add_turn(session: AsyncSession, tenant_id: uuid.UUID, consultation_id: uuid.UUID, role: str, text: str,
-                    model_text: str) -> None:
-    seq = await session.scalar(select(func.coalesce(func.max(consultation_turns.c.seq), 0) + 1).where(
-        consultation_turns.c.consultation_id == consultation_id))
+async def _add_turn(session: AsyncSession, tenant_id: uuid.UUID, consultation_id: uuid.UUID, seq: int, role: str,
+                    text: str, model_text: str) -> None:
     await session.execute(consultation_turns.insert().values(
         id=new_id(), consultation_id=consultation_id, tenant_id=tenant_id, seq=seq, role=role, text=text,
         model_text=model_text))
 
 
 async def _patient_says(session: AsyncSession, principal: Principal, me: patients.Patient,
-                        consultation_id: uuid.UUID, text: str, engine: Engine) -> None:
+                        consultation_id: uuid.UUID, tokens: dict[str, str], text: str, engine: Engine) -> None:
+    """``tokens``: the consultation's PHI map so far (its row is locked by the caller)."""
     tenant_id = me.tenant_id
-    row = (await session.execute(select(consultations.c.phi_tokens).where(consultations.c.id == consultation_id))
-           ).first()
-    mapping = phi.Mapping.from_json(row.phi_tokens or {})
+    # What the engine saw so far; the turns are numbered from it (the row lock keeps it current).
+    history = [Turn(t.role, t.model_text) for t in (await session.execute(
+        select(consultation_turns.c.role, consultation_turns.c.model_text)
+        .where(consultation_turns.c.consultation_id == consultation_id).order_by(consultation_turns.c.seq))).all()]
+    mapping = phi.Mapping.from_json(tokens)
     stripped, mapping = phi.strip(text, _identity(me), mapping)
-    await _add_turn(session, tenant_id, consultation_id, "patient", text, stripped)
+    await _add_turn(session, tenant_id, consultation_id, len(history) + 1, "patient", text, stripped)
+    history.append(Turn("patient", stripped))
     channel = f"tenant:{tenant_id}:consultations"
 
     emergencies = prescribing.emergency_signs(text)
     if emergencies:
         advice = " ".join(e.advice for e in emergencies)
-        await _add_turn(session, tenant_id, consultation_id, "assistant", advice, advice)
+        await _add_turn(session, tenant_id, consultation_id, len(history) + 1, "assistant", advice, advice)
         await session.execute(consultations.update().where(consultations.c.id == consultation_id).values(
             status="emergency", urgency=2, phi_tokens=mapping.to_json(), updated_at=func.now(),
             finished_at=func.now(),
@@ -181,10 +185,7 @@ async def _patient_says(session: AsyncSession, principal: Principal, me: patient
         await realtime.publish(session, channel, {"type": "consultation:emergency", "id": str(consultation_id)})
         return
 
-    history = [Turn(t.role, t.model_text) for t in (await session.execute(
-        select(consultation_turns.c.role, consultation_turns.c.model_text)
-        .where(consultation_turns.c.consultation_id == consultation_id).order_by(consultation_turns.c.seq))).all()]
-    context = await _context(session, principal, me, complaint=history[0].text)
+    context = await _context(session, principal, me, complaint=history[0].text, engine=engine)
     reply: Reply = await engine.reply(context, history)
     if (reply.done and not reply.summary) or (not reply.done
                                               and sum(1 for t in history if t.role == "patient") >= MAX_EXCHANGES):
@@ -193,7 +194,8 @@ async def _patient_says(session: AsyncSession, principal: Principal, me: patient
         offline = OfflineEngine()
         reply = Reply(reply.text, done=True, summary=offline.summarise(context, history, offline.plan(
             next((t.text for t in history if t.role == "patient"), ""))[0]))
-    await _add_turn(session, tenant_id, consultation_id, "assistant", phi.reidentify(reply.text, mapping), reply.text)
+    await _add_turn(session, tenant_id, consultation_id, len(history) + 1, "assistant",
+                    phi.reidentify(reply.text, mapping), reply.text)
     values: dict[str, Any] = {"phi_tokens": mapping.to_json(), "updated_at": func.now()}
     if reply.done:
         summary = _reidentify(reply.summary or {}, mapping)

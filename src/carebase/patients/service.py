@@ -109,6 +109,14 @@ class PossibleDuplicates(Conflict):
         self.candidates = candidates
 
 
+def age_in_years(birth_date: date | None, today: date | None = None) -> int | None:
+    """Completed years on ``today`` (default: today); None without a birth date."""
+    if birth_date is None:
+        return None
+    today = today or date.today()
+    return today.year - birth_date.year - ((today.month, today.day) < (birth_date.month, birth_date.day))
+
+
 def _check_birth_date(d: date | None) -> None:
     if d is not None and (d > datetime.now(UTC).date() or d.year < 1880):
         raise ValidationFailed("The birth date must be in the past (and after 1880).", code="bad-birth-date")

@@ -48,7 +48,7 @@ from carebase.platform.pdf import PDF_ENCODING, FoldedText
 from carebase.platform.storage import storage
 from carebase.prescribing import esign
 from carebase.prescribing.models import prescriber_keys, prescriptions
-from carebase.prescribing.safety import Emergency, Item, Patient, Report, Source, check
+from carebase.prescribing.safety import Emergency, Item, Patient, Report, check
 from carebase.prescribing.safety import emergency_signs as _emergency_signs
 from carebase.settings import get_settings, public_base_url
 from carebase.tenants import service as tenants
@@ -62,11 +62,6 @@ URGENCY = {0: "routine", 1: "urgent", 2: "emergency"}
 def emergency_signs(text: str) -> list[Emergency]:
     """Emergency red flags in what a patient wrote (stroke signs, chest pain on exertion, …)."""
     return _emergency_signs(text)
-
-
-def check_prescription(items: list[Item], patient: Patient, *, source: Source = "physician") -> Report:
-    """Every safety rule on a prescription's medicines for this patient."""
-    return check(items, patient, source=source)
 
 
 # -- the record ----------------------------------------------------------------------------------
@@ -159,12 +154,8 @@ async def _facts(session: AsyncSession, principal: Principal, patient_id: uuid.U
 
 
 def _patient_facts(birth_date: date | None, chart: dict[str, Any], allergies: list[str] = ()) -> Patient:
-    age = None
-    if birth_date:
-        today = date.today()
-        age = today.year - birth_date.year - ((today.month, today.day) < (birth_date.month, birth_date.day))
     weights = [v["weight_kg"] for v in chart["vitals"] if v.get("weight_kg")]
-    return Patient(age_years=age, weight_kg=weights[-1] if weights else None,
+    return Patient(age_years=patients.age_in_years(birth_date), weight_kg=weights[-1] if weights else None,
                    allergies=tuple({*(a["substance"] for a in chart["allergies"]), *allergies}),
                    conditions=tuple(pr["name"] for pr in chart["problems"]),
                    current_medicines=tuple(m["name"] for m in chart["medications"]))
