@@ -185,7 +185,7 @@ def test_the_llm_sees_tokens_never_identifiers_and_its_answers_are_re_identified
         assert identifier not in sent, identifier
     messages = llm.received[1].json()["messages"]
     assert messages[0]["role"] == "system" and "Penicillin" in messages[0]["content"]
-    # The knowledge base's entries for the complaint ride along (found by full-text search).
+    # The knowledge base's entries for the complaint ride along (full text, fused with vectors where present).
     assert "curated knowledge base" in messages[0]["content"] and "cough" in messages[0]["content"].casefold()
     assert [m["role"] for m in messages[1:]] == ["user", "assistant", "user"]
     assert "[NAME_1]" in messages[1]["content"] and "[EMAIL_1]" in messages[1]["content"]
