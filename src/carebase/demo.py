@@ -15,8 +15,10 @@ from carebase.identity import service as identity
 from carebase.consult import service as consult
 from carebase.messaging import service as messaging
 from carebase.patients import service as patients
+from carebase.pharmacy import service as pharmacy
 from carebase.platform.authz import Principal
 from carebase.platform.db import set_context
+from carebase.platform.errors import NotFound
 from carebase.providers import service as providers
 from carebase.scheduling import service as scheduling
 from carebase.tenants import service as tenants
@@ -82,7 +84,72 @@ async def seed(session: AsyncSession, password: str) -> list[str]:
         created += await _seed_chart(session, Principal.of(accounts["doctor"].id, tenant.id, ["doctor"]),
                                      patient["mrn"], tz)
         created += await _seed_consultation(session, Principal.of(accounts["patient"].id, tenant.id, ["patient"]))
+        created += await _seed_pharmacy(session, Principal.of(accounts["pharmacist"].id, tenant.id, ["pharmacist"]),
+                                        slug)
+        created += await _seed_order(session, Principal.of(accounts["patient"].id, tenant.id, ["patient"]),
+                                     tenant.id, patient)
     return created
+
+
+# slug -> the clinic's own dispensary: name, licence, address, point, currency
+PHARMACIES = {
+    "demo": ("Demo Clinic Pharmacy", "KA-BLR-20B-11827", "12 MG Road, Bengaluru 560001", "Bengaluru",
+             12.9752, 77.6050, "INR"),
+    "demo2": ("Second Demo Apotheke", "BE-APO-4471", "Friedrichstraße 100, 10117 Berlin", "Berlin",
+              52.5200, 13.3880, "EUR"),
+}
+# name, generic, category, form, strength, pack size, MRP and price (minor units), stock, rx, schedule
+DEMO_MEDICINES = (
+    ("Crocin 500", "paracetamol", "Painkiller", "Tablet", "500 mg", 15, 3500, 3150, 120, False, None),
+    ("Dolo 650", "paracetamol", "Painkiller", "Tablet", "650 mg", 15, 3400, 3000, 80, False, None),
+    ("Calpol 500", "paracetamol", "Painkiller", "Tablet", "500 mg", 15, 3000, 2600, 60, False, None),
+    ("Cetzine", "cetirizine", "Antihistamine", "Tablet", "10 mg", 10, 2200, 1900, 40, False, None),
+    ("Okacet", "cetirizine", "Antihistamine", "Tablet", "10 mg", 10, 1800, 1500, 6, False, None),
+    ("Mox 500", "amoxicillin", "Antibiotic", "Capsule", "500 mg", 10, 9000, 8200, 30, True, None),
+    ("Azithral 500", "azithromycin", "Antibiotic", "Tablet", "500 mg", 3, 12000, 11000, 25, True, None),
+    ("Amlong 5", "amlodipine", "Antihypertensive", "Tablet", "5 mg", 30, 6500, 5900, 50, True, None),
+    ("Telma 40", "telmisartan", "Antihypertensive", "Tablet", "40 mg", 15, 21000, 19000, 35, True, None),
+    ("Glycomet 500", "metformin", "Antidiabetic", "Tablet", "500 mg", 20, 3500, 3200, 70, True, None),
+    ("Pan 40", "pantoprazole", "Antacid", "Tablet", "40 mg", 15, 15500, 14000, 45, True, None),
+    ("Ibugesic 400", "ibuprofen", "Painkiller", "Tablet", "400 mg", 15, 2500, 2200, 4, False, None),
+    ("Asthalin Inhaler", "salbutamol", "Bronchodilator", "Inhaler", "100 mcg", 1, 16000, 15000, 12, True, None),
+    ("Alprax 0.25", "alprazolam", "Anxiolytic", "Tablet", "0.25 mg", 15, 4500, 4000, 20, True, "H1"),
+    ("ORS Electral", "oral rehydration salts", "Rehydration", "Powder", "21.8 g", 1, 2300, 2100, 100, False, None),
+)
+
+
+async def _seed_pharmacy(session: AsyncSession, pharmacist: Principal, slug: str) -> list[str]:
+    """The clinic's dispensary with a small catalogue (some of it low on stock, one controlled)."""
+    name, licence, address, city, lat, lon, currency = PHARMACIES[slug]
+    try:
+        await pharmacy.own_pharmacy(session, pharmacist)
+        return []
+    except NotFound:
+        pass
+    week = {d: [["09:00", "21:00"]] for d in ("mon", "tue", "wed", "thu", "fri", "sat")}
+    await pharmacy.save_pharmacy(session, pharmacist, name=name, licence_number=licence, address=address, city=city,
+                                 lat=lat, lon=lon, opening_hours={**week, "sun": [["10:00", "14:00"]]},
+                                 delivery_radius_km=8, delivery_fee_minor=4000 if currency == "INR" else 350,
+                                 currency=currency, listed=True, phone=None)
+    for (brand, generic, category, form, strength, pack, mrp, price, stock, rx, schedule) in DEMO_MEDICINES:
+        await pharmacy.add_medicine(session, pharmacist, name=brand, generic_name=generic, category=category,
+                                    manufacturer=None, description=None, dosage_form=form, strength=strength,
+                                    pack_size=pack, mrp_minor=mrp, price_minor=price, currency=currency, stock=stock,
+                                    low_stock_threshold=10, requires_prescription=rx, controlled_schedule=schedule,
+                                    image_url=None, is_available=True)
+    return [f"pharmacy {name} with {len(DEMO_MEDICINES)} medicines"]
+
+
+async def _seed_order(session: AsyncSession, patient: Principal, pharmacy_id, details: dict) -> list[str]:
+    """The demo patient's first order at their clinic's pharmacy: two packs of paracetamol, to pick up."""
+    if await pharmacy.my_orders(session, patient, limit=1):
+        return []
+    found = await pharmacy.search_medicines(session, patient, q="paracetamol", pharmacy_id=pharmacy_id, limit=1)
+    await pharmacy.add_to_cart(session, patient, found.items[0].id, 2)
+    order = await pharmacy.checkout(session, patient, pharmacy_id=pharmacy_id, fulfilment="pickup",
+                                    contact_name=f"{details['given_name']} {details['family_name']}",
+                                    contact_phone=details["phone"])
+    return [f"order {order.number}"]
 
 
 # slug -> directory entries; the first of each clinic is the demo doctor's own (linked to the login).

@@ -317,6 +317,15 @@ def _new_encounter(f: Fuzz) -> str:
     return r.json()["id"]
 
 
+def _new_medicine(f: Fuzz) -> str:
+    pharmacist = login(f.client, "pharmacist@demo.carebase.local")
+    r = f.client.post("/api/v1/pharmacy/medicines", json={
+        "name": f"Fuzzocin {uuid.uuid4().hex[:6]}", "category": "Painkiller", "mrp_minor": 100, "price_minor": 90,
+        "currency": "INR", "stock": 5, "requires_prescription": False}, headers=bearer(pharmacist))
+    assert r.status_code == 201, r.text
+    return r.json()["id"]
+
+
 def _own_tenant(f: Fuzz) -> str:
     return f.client.get("/api/v1/tenants/current", headers=bearer(f.token)).json()["id"]
 
@@ -337,7 +346,9 @@ PATH_FACTORIES = {"patient_id": _new_patient, "location_id": _new_location, "ten
                   "message_id": lambda f: str(uuid.uuid4()), "conversation_id": lambda f: str(uuid.uuid4()),
                   "consultation_id": lambda f: str(uuid.uuid4()),
                   "prescription_id": lambda f: str(uuid.uuid4()),
-                  "attachment_id": lambda f: str(uuid.uuid4())}
+                  "attachment_id": lambda f: str(uuid.uuid4()),
+                  "medicine_id": _new_medicine, "order_id": lambda f: str(uuid.uuid4()),
+                  "pharmacy_id": _own_tenant}
 
 
 def url_of(f: Fuzz, route: WriteRoute) -> str:

@@ -65,6 +65,8 @@ class TenantB:
     attachment_id: uuid.UUID | None = None
     consultation_id: uuid.UUID | None = None
     prescription_id: uuid.UUID | None = None
+    medicine_id: uuid.UUID | None = None  # on sale at demo2's pharmacy (the marketplace shows it to all)
+    order_id: uuid.UUID | None = None  # its patient's order there
 
 
 def _one(owner: psycopg.Connection, query: str, params: tuple) -> Any:
@@ -125,6 +127,11 @@ def load_tenant_b(owner: psycopg.Connection) -> TenantB:
                              (tenant_id,))
     b.prescription_id = _one(owner, "SELECT id FROM prescriptions WHERE tenant_id = %s ORDER BY created_at LIMIT 1",
                              (tenant_id,))
+    b.medicine_id = _one(owner, "SELECT id FROM pharmacy_medicines WHERE tenant_id = %s ORDER BY name LIMIT 1",
+                         (tenant_id,))
+    b.order_id = _one(owner, "SELECT id FROM pharmacy_orders WHERE tenant_id = %s ORDER BY placed_at LIMIT 1",
+                      (tenant_id,))
+    b.markers |= {str(b.order_id)}
     b.markers |= {str(b.appointment_id), str(b.exception_id), str(b.notification_id), str(b.encounter_id),
                   str(b.push_device_id), str(b.conversation_id), str(b.message_id), str(b.attachment_id),
                   str(b.consultation_id), str(b.prescription_id)}
@@ -186,6 +193,9 @@ PATH_PARAMS: dict[str, Callable[[TenantB], Any]] = {
     "attachment_id": lambda b: b.attachment_id,
     "consultation_id": lambda b: b.consultation_id,
     "prescription_id": lambda b: b.prescription_id,
+    "medicine_id": lambda b: b.medicine_id,
+    "order_id": lambda b: b.order_id,
+    "pharmacy_id": lambda b: b.tenant_id,  # a pharmacy is its organization
 }
 
 # Query parameters: demo2's values where the name refers to something of demo2's; None leaves the
@@ -217,6 +227,18 @@ QUERY_PARAMS: dict[str, Callable[[TenantB], Any] | None] = {
     "telemedicine_enabled": None,
     "accepts_new_patients": None,
     "verified": None,
+    # The marketplace's search, aimed at demo2's pharmacy (whose shop window is public by design).
+    "pharmacy_id": lambda b: b.tenant_id,
+    "lat": lambda b: 52.52,  # demo2's pharmacy is in Berlin
+    "lon": lambda b: 13.388,
+    "radius_km": None,
+    "category": None,
+    "dosage_form": None,
+    "requires_prescription": None,
+    "in_stock": None,
+    "offset": None,
+    "same_pharmacy": None,
+    "open": None,
 }
 
 
@@ -293,6 +315,26 @@ BODIES: dict[tuple[str, str], Callable[[Caller, TenantB], dict]] = {
                                                              "files": {"file": ("walk.txt", b"walk", "text/plain")}},
     ("POST", "/api/v1/encounters/{encounter_id}/amendments"): lambda c, b: {"json": {
         "field": "note", "value": "walk", "reason": "route walk"}},
+    ("PUT", "/api/v1/pharmacy/profile"): lambda c, b: {"json": {
+        "name": "Route walk pharmacy", "licence_number": "WALK-1", "address": "1 Walk Street", "lat": 52.52,
+        "lon": 13.388, "delivery_fee_minor": 0, "currency": "EUR"}},
+    ("POST", "/api/v1/pharmacy/medicines"): lambda c, b: {"json": {
+        "name": "Walkocin", "category": "Painkiller", "mrp_minor": 100, "price_minor": 90, "currency": "EUR"}},
+    ("PUT", "/api/v1/pharmacy/medicines/{medicine_id}"): lambda c, b: {"json": {
+        "name": "Overwritten", "category": "Painkiller", "mrp_minor": 100, "price_minor": 90, "currency": "EUR"}},
+    ("PATCH", "/api/v1/pharmacy/medicines/{medicine_id}/stock"): lambda c, b: {"json": {
+        "reason": "adjusted", "set_to": 0}},
+    ("PATCH", "/api/v1/pharmacy/orders/{order_id}/status"): lambda c, b: {"json": {"status": "rejected",
+                                                                                    "note": "route walk"}},
+    ("POST", "/api/v1/pharmacy/orders/{order_id}/reject"): lambda c, b: {"json": {"reason": "route walk"}},
+    # Buying at demo2's pharmacy is what the marketplace is for: the cart is the caller's own.
+    ("POST", "/api/v1/patient/cart/items"): lambda c, b: {"json": {"medicine_id": str(b.medicine_id)}},
+    ("PATCH", "/api/v1/patient/cart/items/{medicine_id}"): lambda c, b: {"json": {"quantity": 1}},
+    ("POST", "/api/v1/patient/cart/from-prescription"): lambda c, b: {"json": {
+        "prescription_id": str(b.prescription_id), "pharmacy_id": str(b.tenant_id)}},
+    ("POST", "/api/v1/patient/orders"): lambda c, b: {"json": {
+        "pharmacy_id": str(b.tenant_id), "fulfilment": "pickup", "contact_name": "Route Walker"}},
+    ("PATCH", "/api/v1/patient/orders/{order_id}/cancel"): lambda c, b: {"json": {"reason": "route walk"}},
     ("POST", "/api/v1/appointments/{appointment_id}/status"): lambda c, b: {"json": {"status": "cancelled",
                                                                                      "reason": "walk"}},
     ("POST", "/api/v1/appointments/{appointment_id}/reschedule"): lambda c, b: {"json": {
@@ -426,19 +468,39 @@ def test_tenant_a_cannot_reach_tenant_b(server, client, owner, callers, tenant_b
 
     what = f"{method} {url} as {role} of demo -> {r.status_code}: {r.text[:300]}"
     assert r.status_code < 500, what
+    public = path in MARKETPLACE and role == "patient"
     if r.status_code >= 400:
         assert r.headers["content-type"] == PROBLEM_JSON, what
         problem = r.json()
         assert problem["status"] == r.status_code, what
         assert not (r.status_code == 422 and "errors" in problem), \
             f"the walk sent a malformed request, so the route was never really probed: {what}"
-    if path_params(path):
+    if path_params(path) and not public:
         assert r.status_code in (403, 404), f"demo2's resource was not refused: {what}"
+    if public:
+        assert r.status_code in MARKETPLACE[path], what
+        tenant_b.markers.discard(str(tenant_b.tenant_id))  # the pharmacy's id is its organization's
     leaked = leaks(r, tenant_b, url)
     assert not leaked, f"demo2 data in the answer {leaked}: {what}"
     changed = changes(before, after)
     assert not changed, f"demo2's data changed: {changed}; {what}"
 
+
+# The marketplace's shop windows: a patient of any clinic browses every listed pharmacy and buys
+# there (into their own cart, their own order); what demo2's pharmacy sells is public, and its id
+# is its organization's. Expected answers for demo's patient:
+MARKETPLACE = {
+    "/api/v1/patient/pharmacies/{pharmacy_id}": {200},
+    "/api/v1/patient/pharmacies/{pharmacy_id}/medicines": {200},
+    "/api/v1/patient/medicines/{medicine_id}": {200},
+    "/api/v1/patient/medicines/{medicine_id}/alternatives": {200},
+    "/api/v1/patient/medicines/search": {200},
+    "/api/v1/patient/pharmacies": {200},
+    "/api/v1/patient/cart": {200},
+    "/api/v1/patient/cart/items": {200},
+    "/api/v1/patient/cart/items/{medicine_id}": {200, 404},  # removing: nothing there; changing: not in the cart
+    "/api/v1/patient/orders": {200, 409},  # listing their own; checking out: their cart holds nothing of demo2's
+}
 
 GET_BY_ID = [pytest.param(path, id=path) for method, path in mounted_routes() if method == "GET" and path_params(path)]
 
@@ -450,7 +512,15 @@ CONTROL_ROLE = {"/api/v1/messages/conversations/{conversation_id}": "doctor",
                 "/api/v1/consultations/{consultation_id}": "doctor",
                 "/api/v1/prescriptions/{prescription_id}": "doctor",
                 "/api/v1/prescriptions/{prescription_id}/pdf": "doctor",
-                "/api/v1/messages/attachments/{attachment_id}": "doctor"}
+                "/api/v1/messages/attachments/{attachment_id}": "doctor",
+                "/api/v1/pharmacy/medicines/{medicine_id}": "pharmacist",
+                "/api/v1/pharmacy/medicines/{medicine_id}/stock-history": "pharmacist",
+                "/api/v1/pharmacy/orders/{order_id}": "pharmacist",
+                "/api/v1/patient/orders/{order_id}": "patient",
+                "/api/v1/patient/pharmacies/{pharmacy_id}": "patient",
+                "/api/v1/patient/pharmacies/{pharmacy_id}/medicines": "patient",
+                "/api/v1/patient/medicines/{medicine_id}": "patient",
+                "/api/v1/patient/medicines/{medicine_id}/alternatives": "patient"}
 REDIRECTS = {"/api/v1/messages/attachments/{attachment_id}"}
 # demo2's seeded prescription is a draft: the public verification knows only signed ones (404) and
 # there is no PDF of a draft yet (409), for its own staff too; tests/prescribing covers signed ones.

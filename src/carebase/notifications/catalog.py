@@ -29,6 +29,8 @@ TYPES = {t.name: t for t in (
     NotificationType("appointment.reminder", "appointments", _PUSH_FIRST),
     NotificationType("appointment.cancelled", "appointments", _PUSH_FIRST),
     NotificationType("order.status", "orders", _PUSH_FIRST),
+    NotificationType("order.new", "orders", ("push", "email")),  # to the pharmacy's staff
+    NotificationType("stock.low", "orders", ("email", "push")),  # to the pharmacy's staff
     NotificationType("payment.received", "payments", ("email", "push")),
     NotificationType("payment.refunded", "payments", ("email", "push")),
     NotificationType("prescription.approved", "prescriptions", _PUSH_FIRST),

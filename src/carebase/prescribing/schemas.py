@@ -18,6 +18,9 @@ class ItemIn(Strict):
     unit: Literal["mg", "mcg", "g", "units", "mL", "puffs", "drops", "application"] | None = None
     times_per_day: float | None = Field(default=None, gt=0, le=24)
     duration_days: int | None = Field(default=None, gt=0, le=365)
+    quantity: int | None = Field(default=None, gt=0, le=10000,
+                                 description="Units to dispense (tablets, capsules, inhalers...); when absent the "
+                                             "pharmacy dispenses dose x times a day x days")
     instructions: str = Field(default="", max_length=500)
 
 

@@ -139,10 +139,12 @@ def _clean_items(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
         i = {**i, "dose": _number_in(i.get("dose"), "A dose", 0, 100000),
              "times_per_day": _number_in(i.get("times_per_day"), "Times a day", 0, 24),
              "duration_days": _number_in(i.get("duration_days"), "Days", 0, 365, whole=True),
+             "quantity": _number_in(i.get("quantity"), "A quantity", 0, 10000, whole=True),
              "instructions": str(i.get("instructions") or "")[:500]}
         med = knowledge.medicine(name)
         out.append({"medicine": med.generic if med else name, "dose": i.get("dose"), "unit": i.get("unit"),
                     "times_per_day": i.get("times_per_day"), "duration_days": i.get("duration_days"),
+                    **({"quantity": i["quantity"]} if i.get("quantity") else {}),
                     "instructions": (i.get("instructions") or "").strip()})
     return out
 
@@ -617,6 +619,32 @@ class Verification:
     content_hash: str | None = None
     esigned_by: str | None = None  # Aadhaar eSign, where the deployment uses it
     esigned_at: str | None = None
+
+
+@dataclass(frozen=True)
+class Dispensable:
+    """What a pharmacy may dispense from: the lines as signed, and when they were signed."""
+    id: uuid.UUID
+    issued_at: datetime
+    items: list[dict[str, Any]]
+
+
+async def for_dispensing(session: AsyncSession, principal: Principal, prescription_id: uuid.UUID) -> Dispensable:
+    """The caller's own prescription, approved, signed by the patient and with a valid signature
+    (the check a pharmacy makes at checkout); anything else is refused with the reason."""
+    row = await _load(session, prescription_id)
+    await _own_decided(session, principal, row)
+    if row.status != "approved":
+        raise Conflict(f"Prescription {str(row.id)[:8]} is {row.status}: nothing can be dispensed from it.",
+                       code="prescription-not-dispensable")
+    if row.patient_signed_at is None:
+        raise Conflict("Sign your prescription in the portal first: until then it cannot be used to order.",
+                       code="prescription-unsigned")
+    v = await verify(session, prescription_id)
+    if v.status != "valid":
+        raise Conflict(v.message, code="prescription-not-dispensable")
+    content = row.signed_content or {}
+    return Dispensable(row.id, datetime.fromisoformat(content["issued_at"]), list(content.get("items") or []))
 
 
 async def verify(session: AsyncSession, prescription_id: uuid.UUID) -> Verification:

@@ -250,3 +250,10 @@ async def care_team(session: AsyncSession, tenant_id: uuid.UUID) -> dict[uuid.UU
         memberships.c.tenant_id == tenant_id, memberships.c.revoked_at.is_(None),
         memberships.c.role.in_(CARE_TEAM_ROLES)).order_by(memberships.c.created_at))).all()
     return {r.account_id: r.role for r in rows}
+
+
+async def accounts_with_role(session: AsyncSession, tenant_id: uuid.UUID, role: str) -> list[uuid.UUID]:
+    """Who holds ``role`` in the organization now (for the notices their role is for)."""
+    return list((await session.execute(select(memberships.c.account_id).where(
+        memberships.c.tenant_id == tenant_id, memberships.c.revoked_at.is_(None), memberships.c.role == role)
+        .order_by(memberships.c.created_at))).scalars())
