@@ -264,3 +264,227 @@ def test_more_than_is_free_is_refused_naming_the_item(client, pharmacist, patien
     # Nothing was ordered or held.
     assert client.get(f"/api/v1/pharmacy/medicines/{m['id']}", headers=pharmacist).json()["reserved"] == 0
     assert client.get("/api/v1/patient/cart", headers=patient).json()["lines"]  # still in the cart
+
+
+# -- prescriptions at checkout --------------------------------------------------------------------
+
+
+def signed_prescription(client, owner, items: list[dict], *, sign: bool = True) -> str:
+    """The demo doctor writes, approves and signs a prescription for the demo patient, who signs it."""
+    from tests.conftest import demo_patient
+    from tests.prescribing.test_prescriptions import _signature_png
+
+    doctor = bearer(login(client, DOCTOR))
+    r = client.post(f"/api/v1/patients/{demo_patient(owner)}/prescriptions", headers=doctor, json={"items": items})
+    assert r.status_code == 201, r.text
+    pid = r.json()["id"]
+    r = client.post(f"/api/v1/prescriptions/{pid}/approve", headers=doctor,
+                    json={"notes": "as directed", "override_reason": "reviewed in clinic"})
+    assert r.status_code == 200, r.text
+    if sign:
+        r = client.post(f"/api/v1/prescriptions/{pid}/patient-signature", headers=bearer(login(client, PATIENT)),
+                        json={"image": _signature_png()})
+        assert r.status_code == 200, r.text
+    return pid
+
+
+def find(client, patient, q: str) -> dict:
+    items = client.get("/api/v1/patient/medicines/search", headers=patient,
+                       params={"q": q, "lat": 12.97, "lon": 77.60}).json()["items"]
+    return next(i for i in items if i["pharmacy_name"] == "Demo Clinic Pharmacy")
+
+
+def test_prescription_only_medicines_need_a_prescription_that_covers_them(client, owner, pharmacist, patient):
+    pharmacy_id = demo_pharmacy(client, pharmacist)
+    azithral, mox = find(client, patient, "azithral"), find(client, patient, "mox")
+    # No prescription: 409 naming the item, nothing ordered.
+    client.post("/api/v1/patient/cart/items", headers=patient, json={"medicine_id": azithral["id"]})
+    problem = assert_problem(checkout(client, patient, pharmacy_id), 409, "prescription-required")
+    assert "Azithral 500" in problem["detail"] and problem["medicine_id"] == azithral["id"]
+    # 500 mg once a day for 3 days: 3 tablets, one pack of 3.
+    items = [{"medicine": "azithromycin", "dose": 500, "unit": "mg", "times_per_day": 1, "duration_days": 3}]
+    unsigned = signed_prescription(client, owner, items, sign=False)
+    assert_problem(client.post("/api/v1/patient/cart/from-prescription", headers=patient,
+                               json={"prescription_id": unsigned, "pharmacy_id": pharmacy_id}), 409,
+                   "prescription-unsigned")
+    pid = signed_prescription(client, owner, items)
+    client.delete(f"/api/v1/patient/cart/items/{azithral['id']}", headers=patient)
+    cart = client.post("/api/v1/patient/cart/from-prescription", headers=patient,
+                       json={"prescription_id": pid, "pharmacy_id": pharmacy_id}).json()
+    assert [(line["medicine"]["name"], line["quantity"], line["prescription_id"]) for line in cart["lines"]] == [
+        ("Azithral 500", 1, pid)]
+    # Another pharmacist's medicine that is not on it: refused, naming it.
+    client.post("/api/v1/patient/cart/items", headers=patient, json={"medicine_id": mox["id"]})
+    assert_problem(checkout(client, patient, pharmacy_id, prescription_id=pid), 409, "not-prescribed")
+    client.delete(f"/api/v1/patient/cart/items/{mox['id']}", headers=patient)
+    # More than it covers: refused.
+    client.patch(f"/api/v1/patient/cart/items/{azithral['id']}", headers=patient, json={"quantity": 2})
+    problem = assert_problem(checkout(client, patient, pharmacy_id), 409, "over-prescribed")
+    assert problem["allowed"] == 1
+    client.patch(f"/api/v1/patient/cart/items/{azithral['id']}", headers=patient, json={"quantity": 1})
+    order = checkout(client, patient, pharmacy_id)
+    assert order.status_code == 201, order.text
+    assert order.json()["prescription_id"] == pid
+    # It is used up: the same prescription covers no more.
+    client.post("/api/v1/patient/cart/items", headers=patient, json={"medicine_id": azithral["id"]})
+    assert assert_problem(checkout(client, patient, pharmacy_id, prescription_id=pid), 409,
+                          "over-prescribed")["allowed"] == 0
+    # A revoked prescription is worth nothing.
+    doctor = bearer(login(client, DOCTOR))
+    client.delete(f"/api/v1/patient/cart/items/{azithral['id']}", headers=patient)
+    pid2 = signed_prescription(client, owner, items)
+    assert client.post(f"/api/v1/prescriptions/{pid2}/revoke", headers=doctor, json={"reason": "wrong patient"}
+                       ).status_code == 200
+    client.post("/api/v1/patient/cart/items", headers=patient, json={"medicine_id": azithral["id"]})
+    assert_problem(checkout(client, patient, pharmacy_id, prescription_id=pid2), 409, "prescription-not-dispensable")
+    # Someone else's prescription does not exist for this patient.
+    other = bearer(login(client, "patient@demo2.carebase.local"))
+    assert client.post("/api/v1/patient/cart/from-prescription", headers=other,
+                       json={"prescription_id": pid, "pharmacy_id": pharmacy_id}).status_code == 404
+
+
+def test_a_controlled_medicine_is_dispensed_once_per_prescription(client, owner, pharmacist, patient):
+    pharmacy_id = demo_pharmacy(client, pharmacist)
+    alprax = find(client, patient, "alprax")
+    assert alprax["controlled_schedule"] == "H1"
+    pid = signed_prescription(client, owner, [{"medicine": "alprazolam", "dose": 0.25, "unit": "mg",
+                                               "times_per_day": 1, "duration_days": 30}])  # 30 tablets: 2 packs
+    client.post("/api/v1/patient/cart/items", headers=patient, json={"medicine_id": alprax["id"], "quantity": 1})
+    first = checkout(client, patient, pharmacy_id, prescription_id=pid)
+    assert first.status_code == 201, first.text
+    # A cancelled order did not dispense: the prescription may be used again, but only once.
+    client.patch(f"/api/v1/patient/orders/{first.json()['id']}/cancel", headers=patient, json={})
+    client.post("/api/v1/patient/cart/items", headers=patient, json={"medicine_id": alprax["id"], "quantity": 1})
+    assert checkout(client, patient, pharmacy_id, prescription_id=pid).status_code == 201
+    client.post("/api/v1/patient/cart/items", headers=patient, json={"medicine_id": alprax["id"], "quantity": 1})
+    assert_problem(checkout(client, patient, pharmacy_id, prescription_id=pid), 409, "controlled-already-dispensed")
+
+
+@pytest.mark.parametrize(("line", "strength", "pack", "packs"), [
+    ({"quantity": 21}, "500 mg", 10, 3),  # the prescriber's own count wins
+    ({"dose": 1000, "unit": "mg", "times_per_day": 3, "duration_days": 5}, "500 mg", 10, 3),  # 2 a dose: 30 tablets
+    ({"dose": 500, "unit": "mg", "times_per_day": 2, "duration_days": 5}, "0.5 g", 10, 1),
+    ({"dose": 100, "unit": "mcg", "times_per_day": 2, "duration_days": 30}, "100 mcg", None, 60),
+    ({"dose": 5, "unit": "mL", "times_per_day": 3}, "125 mg/5 mL", 1, 1),  # unknown: one pack
+])
+def test_what_a_prescription_line_covers(line, strength, pack, packs):
+    from carebase.pharmacy import service
+
+    med = service.Medicine(
+        id=uuid.uuid4(), tenant_id=uuid.uuid4(), name="x", generic_name="x", generic_key="x", category="x",
+        manufacturer=None, description=None, dosage_form=None, strength=strength, pack_size=pack, mrp_minor=1,
+        price_minor=1, currency="INR", stock=0, reserved=0, low_stock_threshold=0, requires_prescription=True,
+        controlled_schedule=None, image_url=None, is_available=True, version=1)
+    assert service.packs_covered(line, med) == packs
+
+
+# -- stock under concurrency, expiry, alerts ------------------------------------------------------
+
+
+def _as_buyers(backend, fn, accounts, tenant):
+    """Run ``fn(session, principal)`` for every account at once, each in its own transaction as
+    the app role (row-level security on); returns "ok" or the refusal's code per account."""
+    import asyncio
+
+    from carebase.platform.authz import Principal
+    from carebase.platform.db import Database
+    from carebase.platform.errors import DomainError
+
+    async def go():
+        db = Database(backend.settings, backend.urls)
+
+        async def one(account):
+            try:
+                async with db.transaction(tenant, account) as session:
+                    await fn(session, Principal.of(account, tenant, ["patient"]))
+                return "ok"
+            except DomainError as exc:
+                return f"{exc.status} {exc.code}: {exc.detail}"
+
+        try:
+            return await asyncio.gather(*(one(a) for a in accounts))
+        finally:
+            await db.dispose()
+
+    return asyncio.run(go())
+
+
+def test_200_concurrent_checkouts_for_37_units_sell_exactly_37(backend, client, owner, pharmacist):
+    from carebase.pharmacy import service
+
+    pharmacy_id = demo_pharmacy(client, pharmacist)
+    m = add(client, pharmacist, stock=37, low_stock_threshold=0)
+    buyers = [uuid.uuid4() for _ in range(200)]  # 200 patients, each with one pack in their cart
+    with owner.cursor() as cur:
+        cur.executemany("INSERT INTO cart_items (account_id, medicine_id, pharmacy_id, quantity) VALUES (%s, %s, %s, 1)",
+                        [(b, m["id"], pharmacy_id) for b in buyers])
+
+    async def buy(session, principal):
+        await service.checkout(session, principal, pharmacy_id=uuid.UUID(pharmacy_id), fulfilment="pickup",
+                               contact_name="Concurrent Buyer")
+
+    results = _as_buyers(backend, buy, buyers, tenant_id_of(owner, "demo"))
+    assert results.count("ok") == 37, sorted(set(results))
+    losers = [r for r in results if r != "ok"]
+    assert len(losers) == 163 and all(r.startswith("409 out-of-stock: ") and m["name"] in r for r in losers), \
+        sorted(set(losers))[:3]
+    stock, reserved = owner.execute("SELECT stock, reserved FROM pharmacy_medicines WHERE id = %s",
+                                    (m["id"],)).fetchone()
+    assert (stock, reserved) == (37, 37)
+    assert owner.execute("SELECT count(*), sum(i.quantity) FROM pharmacy_order_items i JOIN pharmacy_orders o "
+                         "ON o.id = i.order_id WHERE i.medicine_id = %s AND o.status = 'placed' AND o.stock_held",
+                         (m["id"],)).fetchone() == (37, 37)
+    # The losers' carts are untouched, the winners' emptied.
+    assert owner.execute("SELECT count(*) FROM cart_items WHERE medicine_id = %s", (m["id"],)).fetchone()[0] == 163
+
+
+def test_an_unpaid_online_order_expires_and_lets_its_stock_go(backend, client, owner, pharmacist, patient):
+    from carebase.pharmacy import service
+    from tests.conftest import run_db
+
+    pharmacy_id = demo_pharmacy(client, pharmacist)
+    m = add(client, pharmacist, stock=5)
+    client.post("/api/v1/patient/cart/items", headers=patient, json={"medicine_id": m["id"], "quantity": 2})
+    order = checkout(client, patient, pharmacy_id, payment_method="online").json()
+    assert order["payment_status"] == "pending" and order["expires_at"]
+    # Its expiry job is queued for the deadline.
+    assert owner.execute("SELECT count(*) FROM procrastinate_jobs WHERE task_name = 'pharmacy.expire_unpaid' "
+                         "AND args->>'order_id' = %s AND scheduled_at IS NOT NULL", (order["id"],)).fetchone()[0] == 1
+    tenant = tenant_id_of(owner, "demo")
+
+    def expire():
+        return run_db(backend, lambda s: service.expire_unpaid(s, uuid.UUID(order["id"])), owner=False,
+                      tenant_id=tenant)
+
+    assert expire() is False  # not yet due
+    owner.execute("UPDATE pharmacy_orders SET expires_at = now() - interval '1 second' WHERE id = %s", (order["id"],))
+    assert expire() is True
+    after = client.get(f"/api/v1/patient/orders/{order['id']}", headers=patient).json()
+    assert after["status"] == "expired" and after["events"][-1]["actor"] == "system"
+    assert client.get(f"/api/v1/pharmacy/medicines/{m['id']}", headers=pharmacist).json()["reserved"] == 0
+    assert expire() is False  # once
+
+
+def test_the_low_stock_alert_tells_the_pharmacists_once_per_fall(backend, client, owner, pharmacist):
+    from carebase.pharmacy import service
+    from tests.conftest import run_db
+
+    m = add(client, pharmacist, stock=12, low_stock_threshold=10)
+    tenant = tenant_id_of(owner, "demo")
+    account = owner.execute("SELECT id FROM accounts WHERE email = %s", (PHARMACIST,)).fetchone()[0]
+
+    def alert():
+        return run_db(backend, lambda s: service.low_stock_alert(s, tenant, uuid.UUID(m["id"])), owner=False,
+                      tenant_id=tenant)
+
+    def told():
+        return owner.execute("SELECT count(*) FROM notifications WHERE account_id = %s AND kind = 'stock.low' "
+                             "AND title = %s", (account, f"Low stock: {m['name']}")).fetchone()[0]
+
+    assert alert() is False and told() == 0  # 12 > 10
+    client.patch(f"/api/v1/pharmacy/medicines/{m['id']}/stock", headers=pharmacist,
+                 json={"reason": "expired", "change": -3})
+    assert alert() is True and told() == 1
+    assert alert() is True and told() == 1  # the same fall: told once
+    client.patch(f"/api/v1/pharmacy/medicines/{m['id']}/stock", headers=pharmacist, json={"reason": "sold", "change": -1})
+    assert alert() is True and told() == 2  # lower still: told again
