@@ -63,7 +63,6 @@ def upgrade() -> None:
     sa.Column('created_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
     sa.Column('updated_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
     sa.Column('version', sa.Integer(), nullable=False),
-    sa.ForeignKeyConstraint(['tenant_id'], ['tenants.id'], name=op.f('fk_pharmacies_tenant_id_tenants')),
     sa.PrimaryKeyConstraint('tenant_id', name=op.f('pk_pharmacies'))
     )
     op.create_index('ix_pharmacies_lat_lon', 'pharmacies', ['lat', 'lon'], unique=False)

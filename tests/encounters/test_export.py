@@ -64,9 +64,17 @@ def _observation(bundle: dict, loinc: str) -> dict:
 
 def pdf_text(content: bytes) -> str:
     """The strings drawn on the pages, one per line: the page streams inflated (fpdf2 compresses
-    them), decoded as the built-in fonts encode text (Windows-1252), PDF string escapes undone."""
+    them), decoded as the built-in fonts encode text (Windows-1252), PDF string escapes undone.
+    Streams are cut by their /Length, not by searching for "endstream": an embedded image (the
+    patient's signature) is binary and may hold any bytes."""
     out = []
-    for stream in re.findall(rb"stream\r?\n(.*?)\r?\nendstream", content, re.S):
+    for m in re.finditer(rb"/Length (\d+)", content):
+        start = content.find(b"stream", m.end())
+        if start < 0:
+            continue
+        start += len(b"stream")
+        start += 2 if content[start:start + 2] == b"\r\n" else 1
+        stream = content[start:start + int(m.group(1))]
         try:
             stream = zlib.decompress(stream)
         except zlib.error:

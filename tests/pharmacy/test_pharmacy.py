@@ -488,3 +488,118 @@ def test_the_low_stock_alert_tells_the_pharmacists_once_per_fall(backend, client
     assert alert() is True and told() == 1  # the same fall: told once
     client.patch(f"/api/v1/pharmacy/medicines/{m['id']}/stock", headers=pharmacist, json={"reason": "sold", "change": -1})
     assert alert() is True and told() == 2  # lower still: told again
+
+
+# -- CSV import -----------------------------------------------------------------------------------
+
+# (line in the file, column, cell that breaks it): 30 bad rows spread through 10,000.
+BAD_CELLS = [("price", "9999.00"), ("mrp", "abc"), ("name", ""), ("requires_prescription", "maybe"),
+             ("pack_size", "ten"), ("mrp", "12.345"), ("stock", "-4"), ("category", ""), ("image_url", "ftp://x"),
+             ("controlled_schedule", "H 1!")]
+
+
+def catalogue_csv(rows: int, bad_every: int = 0) -> tuple[bytes, list[tuple[int, str]]]:
+    """A pharmacy's export: ``rows`` products, every ``bad_every``-th broken in one cell."""
+    import csv
+    import io
+
+    out = io.StringIO()
+    w = csv.writer(out)
+    w.writerow(["Name", "generic_name", "category", "dosage_form", "strength", "pack_size", "mrp", "price",
+                "stock", "requires_prescription", "manufacturer", "image_url", "controlled_schedule"])
+    bad = []
+    generics = ["paracetamol", "ibuprofen", "cetirizine", "amoxicillin", "metformin"]
+    for i in range(rows):
+        row = {"name": f"Importol {i:05d}", "generic_name": generics[i % 5], "category": "Painkiller",
+               "dosage_form": "Tablet", "strength": f"{(i % 4 + 1) * 125} mg", "pack_size": "10",
+               "mrp": f"{10 + i % 90}.50", "price": f"{10 + i % 90}.00", "stock": str(i % 50),
+               "requires_prescription": "yes" if i % 3 == 0 else "no", "manufacturer": "Importco",
+               "image_url": "", "controlled_schedule": ""}
+        if bad_every and i % bad_every == bad_every - 1:
+            column, cell = BAD_CELLS[len(bad) % len(BAD_CELLS)]
+            row[column] = cell
+            bad.append((i + 2, column))  # line 1 is the header
+        w.writerow(row.values())
+    return out.getvalue().encode(), bad
+
+
+def test_a_10000_row_csv_with_30_bad_rows_imports_the_good_ones_when_asked(client, pharmacist, owner):
+    data, bad = catalogue_csv(10_000, bad_every=333)
+    assert len(bad) == 30
+    tenant = tenant_id_of(owner, "demo")
+    before = owner.execute("SELECT count(*) FROM pharmacy_medicines WHERE tenant_id = %s AND deleted_at IS NULL",
+                           (tenant,)).fetchone()[0]
+    r = client.post("/api/v1/pharmacy/medicines/import", headers=pharmacist,
+                    files={"file": ("catalogue.csv", data, "text/csv")})
+    assert r.status_code == 201, r.text
+    preview = r.json()
+    assert (preview["total_rows"], preview["valid_rows"], preview["creates"], preview["updates"]) == (
+        10_000, 9_970, 9_970, 0)
+    assert [(e["line"], e["column"]) for e in preview["errors"]] == bad
+    assert all(e["message"] for e in preview["errors"])
+    # Nothing changed yet; with errors, nothing is applied unless asked.
+    assert owner.execute("SELECT count(*) FROM pharmacy_medicines WHERE tenant_id = %s AND deleted_at IS NULL",
+                         (tenant,)).fetchone()[0] == before
+    url = f"/api/v1/pharmacy/medicines/import/{preview['id']}/commit"
+    assert assert_problem(client.post(url, headers=pharmacist), 409, "import-has-errors")["errors"] == 30
+    done = client.post(url, headers=pharmacist, params={"skip_invalid": "true"})
+    assert done.status_code == 200, done.text
+    assert done.json()["result"] == {"created": 9_970, "updated": 0, "unchanged": 0, "skipped": 30}
+    assert_problem(client.post(url, headers=pharmacist, params={"skip_invalid": "true"}), 409, "import-committed")
+    assert owner.execute("SELECT count(*) FROM pharmacy_medicines WHERE tenant_id = %s AND deleted_at IS NULL",
+                         (tenant,)).fetchone()[0] == before + 9_970
+    assert owner.execute("SELECT count(*), sum(e.change) FROM pharmacy_stock_events e JOIN pharmacy_medicines m "
+                         "ON m.id = e.medicine_id WHERE m.name LIKE 'Importol %%' AND e.reason = 'received'"
+                         ).fetchone()[0] > 9_000
+    # The same file again updates instead of duplicating: here, nothing to change at all.
+    again = client.post("/api/v1/pharmacy/medicines/import", headers=pharmacist,
+                        files={"file": ("catalogue.csv", data, "text/csv")}).json()
+    assert (again["creates"], again["updates"]) == (0, 9_970)
+    result = client.post(f"/api/v1/pharmacy/medicines/import/{again['id']}/commit", headers=pharmacist,
+                         params={"skip_invalid": "true"}).json()["result"]
+    assert result == {"created": 0, "updated": 0, "unchanged": 9_970, "skipped": 30}
+    assert owner.execute("SELECT count(*) FROM pharmacy_medicines WHERE tenant_id = %s AND deleted_at IS NULL",
+                         (tenant,)).fetchone()[0] == before + 9_970
+    # Imported products are searchable at once, typos included.
+    patient = bearer(login(client, PATIENT))
+    hits = client.get("/api/v1/patient/medicines/search", headers=patient,
+                      params={"q": "importol 00042", "pharmacy_id": demo_pharmacy(client, pharmacist)}).json()
+    assert hits["items"][0]["name"] == "Importol 00042" and hits["items"][0]["price_minor"] == 5200
+
+
+def test_a_reimport_updates_prices_and_counts_stock_as_an_adjustment(client, pharmacist, owner):
+    name = f"Reimportin {uuid.uuid4().hex[:6]}"
+    first = f"name,category,strength,mrp,price,stock\n{name},Antacid,40 mg,100.00,90.00,20\n".encode()
+    second = f"name,category,strength,mrp,price,stock\n{name},Antacid,40 mg,100.00,85.00,26\n".encode()
+    for data in (first, second):
+        i = client.post("/api/v1/pharmacy/medicines/import", headers=pharmacist,
+                        files={"file": ("c.csv", data, "text/csv")}).json()
+        assert i["errors"] == [], i
+        client.post(f"/api/v1/pharmacy/medicines/import/{i['id']}/commit", headers=pharmacist)
+    (mid, price, stock), = owner.execute("SELECT id, price_minor, stock FROM pharmacy_medicines WHERE name = %s",
+                                         (name,)).fetchall()
+    assert (price, stock) == (8500, 26)
+    history = client.get(f"/api/v1/pharmacy/medicines/{mid}/stock-history", headers=pharmacist).json()
+    assert [(e["reason"], e["change"]) for e in history] == [("adjusted", 6), ("received", 20)]
+    # And the API refuses a second copy of the same product.
+    assert_problem(client.post("/api/v1/pharmacy/medicines", headers=pharmacist, json=medicine(
+        name=name, category="Antacid", strength="40 mg", dosage_form=None, generic_name=None)), 409, "medicine-exists")
+
+
+@pytest.mark.parametrize(("data", "code"), [
+    (b"\xff\xfe\x00n", "bad-csv"),
+    (b"", "bad-csv"),
+    (b"name,price\nX,1.00\n", "bad-csv"),  # no category, no mrp
+])
+def test_a_file_that_is_not_a_catalogue_is_refused(client, pharmacist, owner, data, code):
+    before = owner.execute("SELECT count(*) FROM pharmacy_medicine_imports").fetchone()[0]
+    assert_problem(client.post("/api/v1/pharmacy/medicines/import", headers=pharmacist,
+                               files={"file": ("c.csv", data, "text/csv")}), 422, code)
+    assert owner.execute("SELECT count(*) FROM pharmacy_medicine_imports").fetchone()[0] == before
+
+
+def test_an_import_without_a_file_or_by_a_patient_is_refused(client, pharmacist, patient):
+    r = client.post("/api/v1/pharmacy/medicines/import", headers=pharmacist, data={"nothing": "here"})
+    assert r.status_code == 422 and r.headers["content-type"] == "application/problem+json"
+    assert client.post("/api/v1/pharmacy/medicines/import", headers=patient,
+                       files={"file": ("c.csv", b"name,category,mrp\nX,Y,1\n", "text/csv")}).status_code == 403

@@ -95,7 +95,8 @@ def _uploads_files(route: APIRoute) -> bool:
 
 # File uploads (multipart) have their own bad-input tests next to their feature: the fuzzer speaks
 # JSON and urlencoded forms. Listed by name so a new upload route is a deliberate addition.
-UPLOAD_ROUTES = {("POST", "/api/v1/messages/attachments"): "tests/messaging/test_messaging.py"}
+UPLOAD_ROUTES = {("POST", "/api/v1/messages/attachments"): "tests/messaging/test_messaging.py",
+                 ("POST", "/api/v1/pharmacy/medicines/import"): "tests/pharmacy/test_pharmacy.py"}
 
 
 def write_routes(app) -> list[WriteRoute]:
@@ -348,7 +349,7 @@ PATH_FACTORIES = {"patient_id": _new_patient, "location_id": _new_location, "ten
                   "prescription_id": lambda f: str(uuid.uuid4()),
                   "attachment_id": lambda f: str(uuid.uuid4()),
                   "medicine_id": _new_medicine, "order_id": lambda f: str(uuid.uuid4()),
-                  "pharmacy_id": _own_tenant}
+                  "pharmacy_id": _own_tenant, "import_id": lambda f: str(uuid.uuid4())}
 
 
 def url_of(f: Fuzz, route: WriteRoute) -> str:

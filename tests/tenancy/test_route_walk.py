@@ -67,6 +67,7 @@ class TenantB:
     prescription_id: uuid.UUID | None = None
     medicine_id: uuid.UUID | None = None  # on sale at demo2's pharmacy (the marketplace shows it to all)
     order_id: uuid.UUID | None = None  # its patient's order there
+    import_id: uuid.UUID | None = None  # a CSV import previewed by its pharmacist
 
 
 def _one(owner: psycopg.Connection, query: str, params: tuple) -> Any:
@@ -131,7 +132,11 @@ def load_tenant_b(owner: psycopg.Connection) -> TenantB:
                          (tenant_id,))
     b.order_id = _one(owner, "SELECT id FROM pharmacy_orders WHERE tenant_id = %s ORDER BY placed_at LIMIT 1",
                       (tenant_id,))
-    b.markers |= {str(b.order_id)}
+    owner.execute("INSERT INTO pharmacy_medicine_imports (id, tenant_id, created_by, sha256, total_rows, rows, errors) "
+                  "SELECT gen_random_uuid(), %s, %s, repeat('0', 64), 0, '[]', '[]' WHERE NOT EXISTS "
+                  "(SELECT 1 FROM pharmacy_medicine_imports WHERE tenant_id = %s)", (tenant_id, admin, tenant_id))
+    b.import_id = _one(owner, "SELECT id FROM pharmacy_medicine_imports WHERE tenant_id = %s LIMIT 1", (tenant_id,))
+    b.markers |= {str(b.order_id), str(b.import_id)}
     b.markers |= {str(b.appointment_id), str(b.exception_id), str(b.notification_id), str(b.encounter_id),
                   str(b.push_device_id), str(b.conversation_id), str(b.message_id), str(b.attachment_id),
                   str(b.consultation_id), str(b.prescription_id)}
@@ -196,6 +201,7 @@ PATH_PARAMS: dict[str, Callable[[TenantB], Any]] = {
     "medicine_id": lambda b: b.medicine_id,
     "order_id": lambda b: b.order_id,
     "pharmacy_id": lambda b: b.tenant_id,  # a pharmacy is its organization
+    "import_id": lambda b: b.import_id,
 }
 
 # Query parameters: demo2's values where the name refers to something of demo2's; None leaves the
@@ -239,6 +245,7 @@ QUERY_PARAMS: dict[str, Callable[[TenantB], Any] | None] = {
     "offset": None,
     "same_pharmacy": None,
     "open": None,
+    "skip_invalid": None,
 }
 
 
@@ -322,6 +329,8 @@ BODIES: dict[tuple[str, str], Callable[[Caller, TenantB], dict]] = {
         "name": "Walkocin", "category": "Painkiller", "mrp_minor": 100, "price_minor": 90, "currency": "EUR"}},
     ("PUT", "/api/v1/pharmacy/medicines/{medicine_id}"): lambda c, b: {"json": {
         "name": "Overwritten", "category": "Painkiller", "mrp_minor": 100, "price_minor": 90, "currency": "EUR"}},
+    ("POST", "/api/v1/pharmacy/medicines/import"): lambda c, b: {"files": {"file": (
+        "walk.csv", b"name,category,mrp\nWalkocin,Painkiller,1.00\n", "text/csv")}},
     ("PATCH", "/api/v1/pharmacy/medicines/{medicine_id}/stock"): lambda c, b: {"json": {
         "reason": "adjusted", "set_to": 0}},
     ("PATCH", "/api/v1/pharmacy/orders/{order_id}/status"): lambda c, b: {"json": {"status": "rejected",
@@ -516,6 +525,7 @@ CONTROL_ROLE = {"/api/v1/messages/conversations/{conversation_id}": "doctor",
                 "/api/v1/pharmacy/medicines/{medicine_id}": "pharmacist",
                 "/api/v1/pharmacy/medicines/{medicine_id}/stock-history": "pharmacist",
                 "/api/v1/pharmacy/orders/{order_id}": "pharmacist",
+                "/api/v1/pharmacy/medicines/import/{import_id}": "pharmacist",
                 "/api/v1/patient/orders/{order_id}": "patient",
                 "/api/v1/patient/pharmacies/{pharmacy_id}": "patient",
                 "/api/v1/patient/pharmacies/{pharmacy_id}/medicines": "patient",

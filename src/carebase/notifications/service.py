@@ -101,9 +101,14 @@ def quiet_until(profile: Profile, zone: str, now: datetime) -> datetime | None:
     return datetime.combine(day, end, tzinfo=tz).astimezone(UTC)
 
 
+# Messages that cannot be switched off are never limited, and do not use up the allowance either:
+# an order's six status updates must not silence the prescription approved an hour later.
+_LIMITED_KINDS = tuple(t.name for t in TYPES.values() if t.category not in MANDATORY and not t.urgent)
+
+
 async def _sent_last_hour(session: AsyncSession, account_id: uuid.UUID) -> int:
     return await session.scalar(select(func.count()).select_from(delivery.deliveries).where(
-        delivery.deliveries.c.account_id == account_id, delivery.deliveries.c.urgent.is_(False),
+        delivery.deliveries.c.account_id == account_id, delivery.deliveries.c.kind.in_(_LIMITED_KINDS),
         delivery.deliveries.c.status != "suppressed",
         delivery.deliveries.c.created_at > func.now() - timedelta(hours=1)))
 

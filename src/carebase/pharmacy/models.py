@@ -35,7 +35,9 @@ from carebase.platform.db import metadata
 pharmacies = Table(
     "pharmacies",
     metadata,
-    Column("tenant_id", UUID(as_uuid=True), ForeignKey("tenants.id"), primary_key=True),  # one per tenant
+    # One per tenant. No foreign key to tenants: that is a projection, truncated and rebuilt from
+    # the event log (``carebase rebuild-projections``).
+    Column("tenant_id", UUID(as_uuid=True), primary_key=True),
     Column("name", String(200), nullable=False),
     Column("licence_number", String(64), nullable=False),
     Column("phone", String(32), nullable=True),
@@ -96,6 +98,13 @@ pharmacy_medicines = Table(
     Index("ix_pharmacy_medicines_tenant_id_name", "tenant_id", "name"),
     Index("ix_pharmacy_medicines_generic_key", "generic_key", "strength"),
 )
+
+# One product once per catalogue (what a CSV re-import finds again): name, strength, form and maker.
+IDENTITY = (func.lower(pharmacy_medicines.c.name), func.lower(func.coalesce(pharmacy_medicines.c.strength, "")),
+            func.lower(func.coalesce(pharmacy_medicines.c.dosage_form, "")),
+            func.lower(func.coalesce(pharmacy_medicines.c.manufacturer, "")))
+Index("uq_pharmacy_medicines_identity", pharmacy_medicines.c.tenant_id, *IDENTITY, unique=True,
+      postgresql_where=pharmacy_medicines.c.deleted_at.is_(None))
 
 # Every word of every medicine name: the vocabulary that typo-tolerant search corrects against (far
 # smaller than the catalogue, since 500 pharmacies sell mostly the same products).
@@ -205,3 +214,20 @@ order_events = Table(
 )
 
 ORDER_NUMBERS = "pharmacy_order_numbers"  # a sequence: ORD-<year>-<n>
+
+# A CSV import between its preview and its commit: the rows that passed, and what did not.
+medicine_imports = Table(
+    "pharmacy_medicine_imports",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column("tenant_id", UUID(as_uuid=True), ForeignKey("pharmacies.tenant_id"), nullable=False),
+    Column("created_by", UUID(as_uuid=True), nullable=False),
+    Column("filename", String(200), nullable=True),
+    Column("sha256", String(64), nullable=False),
+    Column("total_rows", Integer, nullable=False),
+    Column("rows", JSONB, nullable=False),  # [{"line": n, "values": {...}}] of the valid rows
+    Column("errors", JSONB, nullable=False),  # [{"line": n, "column": c, "message": m}]
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("committed_at", DateTime(timezone=True), nullable=True),
+    Column("result", JSONB, nullable=True),  # {"created": n, "updated": n, "unchanged": n, "skipped": n}
+)

@@ -7,9 +7,9 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Response, status
+from fastapi import APIRouter, File, Header, Query, Response, UploadFile, status
 
-from carebase.pharmacy import schemas, service
+from carebase.pharmacy import imports, schemas, service
 from carebase.platform.authz import require
 from carebase.platform.web import CurrentPrincipal, DbSession, if_match_version, weak_etag
 
@@ -87,6 +87,36 @@ async def list_medicines(principal: CurrentPrincipal, session: DbSession,
 async def low_stock(principal: CurrentPrincipal, session: DbSession,
                     limit: Annotated[int, Query(ge=1, le=500)] = 100) -> list[schemas.MedicineOut]:
     return [medicine_out(m) for m in await service.list_medicines(session, principal, low_stock=True, limit=limit)]
+
+
+def import_out(i: imports.Import) -> schemas.ImportOut:
+    return schemas.ImportOut(errors=[schemas.RowErrorOut(**e) for e in i.errors],
+                             **{k: getattr(i, k) for k in schemas.ImportOut.model_fields if k != "errors"})
+
+
+@router.post("/pharmacy/medicines/import", status_code=status.HTTP_201_CREATED, response_model=schemas.ImportOut,
+             summary="Preview a CSV of your catalogue (multipart `file`, UTF-8, at most 20,000 rows): every row is "
+                     "checked and each bad one reported by line, column and message; nothing changes until you "
+                     "commit. Columns: " + ", ".join(imports.COLUMNS))
+async def preview_import(principal: CurrentPrincipal, session: DbSession, response: Response,
+                         file: Annotated[UploadFile, File()]) -> schemas.ImportOut:
+    i = await imports.preview(session, principal, filename=file.filename, data=await file.read())
+    response.headers["Location"] = f"/api/v1/pharmacy/medicines/import/{i.id}"
+    return import_out(i)
+
+
+@router.get("/pharmacy/medicines/import/{import_id}", response_model=schemas.ImportOut,
+            summary="A previewed (or applied) import")
+async def get_import(import_id: uuid.UUID, principal: CurrentPrincipal, session: DbSession) -> schemas.ImportOut:
+    return import_out(await imports.get_import(session, principal, import_id))
+
+
+@router.post("/pharmacy/medicines/import/{import_id}/commit", response_model=schemas.ImportOut,
+             summary="Apply a previewed import: new products are created, known ones (same name, strength, form and "
+                     "maker) updated. A file with bad rows is applied only with skip_invalid=true")
+async def commit_import(import_id: uuid.UUID, principal: CurrentPrincipal, session: DbSession,
+                        skip_invalid: bool = False) -> schemas.ImportOut:
+    return import_out(await imports.commit(session, principal, import_id, skip_invalid=skip_invalid))
 
 
 @router.get("/pharmacy/medicines/{medicine_id}", response_model=schemas.MedicineOut, summary="One of your medicines")

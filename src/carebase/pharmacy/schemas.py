@@ -230,3 +230,22 @@ class OrderOut(BaseModel):
     version: int
     items: list[OrderItemOut]
     events: list[OrderEventOut]
+
+
+class RowErrorOut(BaseModel):
+    line: int = Field(description="Line of the file (the header is line 1)")
+    column: str
+    message: str
+
+
+class ImportOut(BaseModel):
+    id: uuid.UUID
+    filename: str | None
+    total_rows: int
+    valid_rows: int
+    creates: int = Field(description="New products (after a commit: created)")
+    updates: int = Field(description="Products already in the catalogue (after a commit: updated)")
+    errors: list[RowErrorOut]
+    ignored_columns: list[str]
+    committed_at: datetime | None
+    result: dict[str, int] | None = Field(description="After a commit: created, updated, unchanged, skipped")

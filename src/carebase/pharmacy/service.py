@@ -31,6 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from carebase.knowledge import service as knowledge
 from carebase.notifications import service as notifications
 from carebase.pharmacy.models import (
+    IDENTITY,
     ORDER_NUMBERS,
     cart_items,
     medicine_words,
@@ -331,11 +332,25 @@ async def _load_medicine(session: AsyncSession, medicine_id: uuid.UUID, *, tenan
     return _medicine(row)
 
 
+async def _check_unique(session: AsyncSession, tenant_id: uuid.UUID, values: dict[str, Any],
+                        medicine_id: uuid.UUID | None = None) -> None:
+    same = (await session.execute(select(pharmacy_medicines.c.id).where(
+        pharmacy_medicines.c.tenant_id == tenant_id, pharmacy_medicines.c.deleted_at.is_(None),
+        pharmacy_medicines.c.id != (medicine_id or uuid.UUID(int=0)),
+        *(e == (values.get(k) or "").casefold() for e, k in zip(
+            IDENTITY, ("name", "strength", "dosage_form", "manufacturer"), strict=True))))).first()
+    if same:
+        raise Conflict(f"{values['name']} ({values.get('strength') or 'no strength'}, "
+                       f"{values.get('dosage_form') or 'no form'}) is already in your catalogue.",
+                       code="medicine-exists", medicine_id=str(same.id))
+
+
 async def add_medicine(session: AsyncSession, principal: Principal, *, stock: int = 0, **values: Any) -> Medicine:
     require(principal, "manage:own_inventory")
     tenant_id = require_tenant(principal)
     await own_pharmacy(session, principal)
     check_medicine(values)
+    await _check_unique(session, tenant_id, values)
     medicine_id = new_id()
     await session.execute(pharmacy_medicines.insert().values(
         id=medicine_id, tenant_id=tenant_id, stock=0, reserved=0, version=1,
@@ -354,6 +369,7 @@ async def update_medicine(session: AsyncSession, principal: Principal, medicine_
     if expected_version is not None and expected_version != current.version:
         raise Conflict("This medicine changed since you read it: reload and try again.", code="version-mismatch")
     check_medicine(values)
+    await _check_unique(session, tenant_id, values, medicine_id)
     await session.execute(pharmacy_medicines.update().where(pharmacy_medicines.c.id == medicine_id).values(
         **values, generic_key=generic_key(values.get("generic_name"), values["name"]),
         version=current.version + 1, updated_at=func.now()))
