@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import secrets
 from functools import cached_property
+from typing import Literal
 from pathlib import Path
 
 from pydantic import Field, SecretStr
@@ -66,6 +67,16 @@ class Settings(BaseSettings):
     esign_asp_key: SecretStr | None = None
     esign_asp_certificate: str | None = None
     esign_esp_certificate: str | None = None
+
+    # Who delivers pharmacy orders (pharmacy/couriers.py): local (the built-in courier, which
+    # moves an order on by itself every local_courier_step_seconds) | borzo (Borzo's business API:
+    # the token authenticates requests, the callback secret checks its signed status callbacks).
+    courier_provider: Literal["local", "borzo"] = "local"
+    courier_base_url: str | None = None
+    courier_api_token: SecretStr | None = None
+    courier_callback_secret: SecretStr | None = None
+    courier_timeout_seconds: float = 15.0
+    local_courier_step_seconds: int = 120
 
     # Who carries each channel (platform/channels). "local" keeps the message in the
     # outbound_messages table and nothing leaves the machine (demo, tests).

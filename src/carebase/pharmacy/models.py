@@ -180,6 +180,7 @@ orders = Table(
     Index("ix_pharmacy_orders_tenant_id_status_placed_at", "tenant_id", "status", "placed_at"),
     Index("ix_pharmacy_orders_patient_account_id_placed_at", "patient_account_id", "placed_at"),
     Index("ix_pharmacy_orders_prescription_id", "prescription_id"),
+    Index("ix_pharmacy_orders_courier_courier_ref", "courier", "courier_ref"),
 )
 
 order_items = Table(

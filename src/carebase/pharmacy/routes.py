@@ -7,11 +7,13 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, File, Header, Query, Response, UploadFile, status
+from fastapi import APIRouter, File, Header, Query, Request, Response, UploadFile, status
+from fastapi.responses import JSONResponse
 
-from carebase.pharmacy import imports, schemas, service
+from carebase.pharmacy import couriers, imports, schemas, service
+from carebase.settings import get_settings
 from carebase.platform.authz import require
-from carebase.platform.web import CurrentPrincipal, DbSession, if_match_version, weak_etag
+from carebase.platform.web import CurrentPrincipal, DbSession, db_session, if_match_version, weak_etag
 
 router = APIRouter(prefix="/api/v1", tags=["pharmacy"])
 
@@ -208,6 +210,13 @@ async def pack_order(order_id: uuid.UUID, principal: CurrentPrincipal, session: 
     return order_out(await service.move(session, principal, order_id, "packed"))
 
 
+@router.post("/pharmacy/orders/{order_id}/dispatch", response_model=schemas.OrderOut,
+             summary="Hand a packed delivery order to the courier: the local courier takes it at once (shipped) and "
+                     "moves it on by itself; a remote courier (Borzo) by its signed status callbacks")
+async def dispatch_order(order_id: uuid.UUID, principal: CurrentPrincipal, session: DbSession) -> schemas.OrderOut:
+    return order_out(await service.dispatch(session, principal, order_id))
+
+
 @router.post("/pharmacy/orders/{order_id}/complete", response_model=schemas.OrderOut,
              summary="Complete an order (a delivered one, or a packed pickup handed over): its units leave the stock")
 async def complete_order(order_id: uuid.UUID, principal: CurrentPrincipal, session: DbSession) -> schemas.OrderOut:
@@ -349,3 +358,17 @@ async def cancel(order_id: uuid.UUID, principal: CurrentPrincipal, session: DbSe
     require(principal, "create:orders")
     return order_out(await service.move(session, principal, order_id, "cancelled",
                                         note=body.reason if body else None))
+
+
+async def borzo_callback(request: Request) -> JSONResponse:
+    """Borzo's status callback (``X-DV-Signature``: HMAC-SHA256 of the raw body). A plain route,
+    like the messaging providers' webhooks: the signature is checked on the bytes as sent, and a
+    booking we do not know is still answered 200 (couriers retry anything else)."""
+    body = await request.body()
+    update_ = couriers.borzo_callback(get_settings(), body, request.headers.get("x-dv-signature"))
+    session = await db_session(request)
+    outcome = await service.courier_update(session, update_, "borzo")
+    return JSONResponse({"ok": True, "outcome": outcome})
+
+
+router.add_route("/api/v1/couriers/borzo/callback", borzo_callback, methods=["POST"], include_in_schema=False)

@@ -29,6 +29,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from carebase.knowledge import service as knowledge
+from carebase.pharmacy import couriers
 from carebase.notifications import service as notifications
 from carebase.pharmacy.models import (
     IDENTITY,
@@ -44,9 +45,11 @@ from carebase.pharmacy.models import (
 )
 from carebase.platform import jobs, realtime
 from carebase.platform.authz import Principal, require, require_tenant
+from carebase.platform.db import set_context
 from carebase.platform.errors import Conflict, NotFound, ValidationFailed
 from carebase.platform.ids import new_id
 from carebase.prescribing import service as prescribing
+from carebase.settings import get_settings
 from carebase.tenants import service as tenants
 
 realtime.topic("orders", "manage:own_orders")
@@ -1141,3 +1144,82 @@ async def _low_stock_job(db, tenant_id: str, medicine_id: str) -> None:
 async def _expire_job(db, order_id: str, tenant_id: str) -> None:
     async with db.transaction(uuid.UUID(tenant_id), None) as session:
         await expire_unpaid(session, uuid.UUID(order_id))
+
+
+# -- delivery -------------------------------------------------------------------------------------
+
+DELIVERY_STEPS = ("packed", "shipped", "out_for_delivery", "delivered")
+
+
+async def dispatch(session: AsyncSession, principal: Principal, order_id: uuid.UUID) -> Order:
+    """Hand a packed delivery order to the courier. The local courier takes it at once (shipped)
+    and moves it on by itself; a remote one moves it by its signed status callbacks."""
+    require(principal, "manage:own_orders")
+    row = await _order_row(session, order_id, lock=True)
+    _visible_to(principal, row)
+    if row.fulfilment != "delivery" or row.status != "packed":
+        raise Conflict(f"Order {row.number} is {STATUS_TEXT[row.status]}: only a packed delivery order goes to a "
+                       "courier.", code="not-dispatchable")
+    if row.courier_ref:
+        raise Conflict(f"Order {row.number} is already booked with {row.courier} ({row.courier_ref}).",
+                       code="already-dispatched")
+    pharmacy = _pharmacy((await session.execute(select(pharmacies).where(
+        pharmacies.c.tenant_id == row.tenant_id))).one())
+    settings = get_settings()
+    carrier = couriers.courier(settings)
+    cash = row.total_minor if row.payment_method == "cod" and row.payment_status == "pending" else 0
+    booking = await carrier.book(couriers.Parcel(
+        reference=row.number, pickup_name=pharmacy.name, pickup_address=pharmacy.address,
+        pickup_phone=pharmacy.phone, drop_name=row.contact_name, drop_address=row.delivery_address or "",
+        drop_phone=row.contact_phone, cash_to_collect_minor=cash, currency=row.currency,
+        description=f"Medicines, order {row.number}"))
+    fields = {"courier": carrier.name, "courier_ref": booking.ref, "tracking_url": booking.tracking_url}
+    if carrier.name != "local":
+        await session.execute(update(orders).where(orders.c.id == order_id).values(
+            **fields, updated_at=func.now(), version=row.version + 1))
+        await _record(session, order_id, row.tenant_id, row.patient_account_id, row.status, "pharmacy",
+                      f"booked with {carrier.name} ({booking.ref})")
+        return await get_order(session, principal, order_id)
+    order = await move(session, principal, order_id, "shipped", note="handed to the local courier", courier=fields)
+    await jobs.defer(session, "pharmacy.local_courier_step", delay_seconds=settings.local_courier_step_seconds,
+                     order_id=str(order_id), tenant_id=str(row.tenant_id))
+    return order
+
+
+async def local_courier_step(session: AsyncSession, order_id: uuid.UUID) -> str | None:
+    """The local courier's next step for an order it carries; None when it has arrived (or the
+    pharmacy moved it on already)."""
+    row = (await session.execute(select(orders.c.status, orders.c.courier).where(orders.c.id == order_id))).first()
+    if row is None or row.courier != "local" or row.status not in ("shipped", "out_for_delivery"):
+        return None
+    nxt = DELIVERY_STEPS[DELIVERY_STEPS.index(row.status) + 1]
+    await move(session, None, order_id, nxt, actor="courier", note="local courier")
+    return nxt
+
+
+async def courier_update(session: AsyncSession, update_: couriers.CourierUpdate, provider: str) -> str:
+    """Apply a courier's (already authenticated) status news: the order walks forward along the
+    delivery steps to where the courier says it is; old or repeated news changes nothing."""
+    found = (await session.execute(text("SELECT * FROM pharmacy_order_for_courier(:courier, :ref)"),
+                                   {"courier": provider, "ref": update_.ref})).first()
+    if found is None:
+        return "unknown booking"
+    await set_context(session, found.tenant_id, None)
+    if update_.status is None:
+        return f"nothing to do for {update_.courier_status!r}"
+    status = (await session.execute(select(orders.c.status).where(orders.c.id == found.id))).scalar()
+    if status not in DELIVERY_STEPS:
+        return f"order is {status}"
+    here, there = DELIVERY_STEPS.index(status), DELIVERY_STEPS.index(update_.status)
+    for step in DELIVERY_STEPS[here + 1:there + 1]:
+        await move(session, None, found.id, step, actor="courier", note=f"{provider}: {update_.courier_status}")
+    return "applied" if there > here else "already there"
+
+
+@jobs.job("pharmacy.local_courier_step")
+async def _local_courier_job(db, order_id: str, tenant_id: str) -> None:
+    async with db.transaction(uuid.UUID(tenant_id), None) as session:
+        if await local_courier_step(session, uuid.UUID(order_id)) == "out_for_delivery":
+            await jobs.defer(session, "pharmacy.local_courier_step",
+                             delay_seconds=get_settings().local_courier_step_seconds, order_id=order_id,
+                             tenant_id=tenant_id)
