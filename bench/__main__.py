@@ -16,9 +16,11 @@
    (the patient's own >= 0.99, all >= 0.95).
 7. Consultations (issue 6, bench/consult.py): 100 concurrent consultations with the offline engine,
    turn latency p95 (< 2 s) next to GET /api/v1/me at the same concurrency.
+8. Pharmacy marketplace (issue 7, bench/pharmacy.py): medicine search over 200,000 medicines in 500
+   pharmacies (p95 < 30 ms), checkout throughput of 50 concurrent buyers next to GET /api/v1/me.
 
 Options: --seconds N (per measurement, default 8), --database-url URL (default: a fresh embedded
-server), --only appends|http|clinical|notifications|chat|phi|consult.
+server), --only appends|http|clinical|notifications|chat|phi|consult|pharmacy.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ import psycopg
 from sqlalchemy import Column, Integer, Table
 from sqlalchemy.dialects.postgresql import UUID, insert
 
-from bench import chat, clinical, consult, notifications, phi
+from bench import chat, clinical, consult, notifications, pharmacy, phi
 from bench.harness import Row, carebase_server, log, login, prepare_database, print_rows, seed_demo, server_env, \
     urls_owner_dsn, uvicorn, wrk
 
@@ -151,7 +153,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(prog="./dev bench")
     ap.add_argument("--seconds", type=float, default=8)
     ap.add_argument("--database-url", default=os.environ.get("CAREBASE_BENCH_DATABASE_URL"))
-    ap.add_argument("--only", choices=("appends", "http", "clinical", "notifications", "chat", "phi", "consult"))
+    ap.add_argument("--only", choices=("appends", "http", "clinical", "notifications", "chat", "phi", "consult",
+                                       "pharmacy"))
     opts = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="carebase-bench-"))
     settings, urls, keep = prepare_database(opts.database_url, tmp)
@@ -189,6 +192,8 @@ def main() -> None:
             rows += phi.run(settings, urls, opts.seconds, tmp)
         if opts.only in (None, "consult"):
             rows += consult.run(settings, urls, opts.seconds, tmp)
+        if opts.only in (None, "pharmacy"):
+            rows += pharmacy.run(settings, urls, opts.seconds, tmp)
         if opts.only in (None, "clinical"):
             rows += clinical.run(settings, urls, opts.seconds, tmp)
         log("")

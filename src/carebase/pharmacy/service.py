@@ -551,6 +551,13 @@ async def search_medicines(session: AsyncSession, principal: Principal, *, q: st
     if lat is not None and lon is not None:
         distance, near = _near(lat, lon, radius_km or 10)
     stmt = _listed_medicines(distance)
+    if near is not None:
+        # The pharmacies nearby first (a few dozen), then only their shelves: the planner can
+        # then AND the full-text index with the pharmacy index instead of ranking every match.
+        nearby_ids = list((await session.execute(select(pharmacies.c.tenant_id).where(near, _live_sql()))).scalars())
+        if not nearby_ids:
+            return SearchResult([], None)
+        stmt = stmt.where(pharmacy_medicines.c.tenant_id.in_(nearby_ids))
     words = _tokens(q)[:8]
     corrected = None
     if words:
@@ -562,8 +569,6 @@ async def search_medicines(session: AsyncSession, principal: Principal, *, q: st
         order = [func.ts_rank(pharmacy_medicines.c.search, tsq).desc()]
     else:
         order = [pharmacy_medicines.c.name]
-    if near is not None:
-        stmt = stmt.where(near)
     if pharmacy_id is not None:
         stmt = stmt.where(pharmacy_medicines.c.tenant_id == pharmacy_id)
     if category:
