@@ -44,6 +44,7 @@ ROUTERS = (
     "carebase.prescribing.routes",
     "carebase.prescribing.pages",
     "carebase.pharmacy.routes",
+    "carebase.pharmacy.pages",
     "carebase.messaging.pages",
     "carebase.audit.routes",
     "carebase.ops.routes",

@@ -215,6 +215,13 @@ async def nearby(session: AsyncSession, principal: Principal, *, lat: float, lon
     return [_pharmacy(r, r.distance) for r in rows]
 
 
+async def pharmacy_of_tenant(session: AsyncSession, tenant_id: uuid.UUID) -> Pharmacy | None:
+    """The organization's own pharmacy when it runs one that takes orders (a clinic's dispensary:
+    where its patients shop first)."""
+    row = (await session.execute(select(pharmacies).where(pharmacies.c.tenant_id == tenant_id, _live_sql()))).first()
+    return _pharmacy(row) if row else None
+
+
 async def get_pharmacy(session: AsyncSession, principal: Principal, pharmacy_id: uuid.UUID) -> Pharmacy:
     require(principal, "read:pharmacies")
     row = (await session.execute(select(pharmacies).where(pharmacies.c.tenant_id == pharmacy_id, _live_sql()))).first()
@@ -1024,7 +1031,7 @@ async def checkout(session: AsyncSession, principal: Principal, *, pharmacy_id: 
                                                                      "number": number})
     await _tell_staff(session, pharmacy_id, "order.new", str(order_id),
                       {"order_number": number, "lines": len(lines), "fulfilment": fulfilment},
-                      f"/portal/pharmacy/orders/{order_id}")
+                      "/portal/pharmacy/orders")
     return await get_order(session, principal, order_id)
 
 

@@ -1,0 +1,216 @@
+"""The pharmacy marketplace in the portal.
+
+Pharmacists: the inventory (low stock flagged, stock changes with a reason, CSV import with its
+preview) and the order queue, live, with its actions (accept, reject, pack, hand to the courier,
+complete). Patients: the shop (search, near their pharmacy or anywhere; fill the cart from a
+signed prescription), the cart and checkout, and their orders with live tracking."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, Request, UploadFile
+from fastapi.responses import HTMLResponse, Response
+
+from carebase.pharmacy import imports, service
+from carebase.platform.authz import Principal
+from carebase.platform.errors import DomainError
+from carebase.platform.web import DbSession, PagePrincipal, refusable
+from carebase.portal.pages import refusal, render_page, templates
+from carebase.prescribing import service as prescribing
+from carebase.settings import get_settings
+
+router = APIRouter(include_in_schema=False)
+Text = Annotated[str, Form(max_length=500)]
+
+
+def money(minor: int, currency: str) -> str:
+    """Minor units for people: 3150 INR -> "₹31.50"."""
+    symbol = {"INR": "₹", "EUR": "€", "USD": "$", "GBP": "£"}.get(currency, currency + " ")
+    return f"{symbol}{minor // 100:,}.{minor % 100:02d}"
+
+
+templates.env.globals["money"] = money
+
+
+async def _act(session, principal: Principal | None, command, redirect: str | None = None,
+               error_id: str = "pharmacy-error") -> Response:
+    """A portal form's command: refused with its message in place, or the page (re)loaded."""
+    if principal is None:
+        return HTMLResponse("", status_code=401)
+    done = await refusable(session, command)
+    if isinstance(done, DomainError):
+        return refusal(done, error_id)
+    return Response(status_code=200, headers={"HX-Redirect": redirect(done) if callable(redirect) else redirect}
+                    if redirect else {"HX-Refresh": "true"})
+
+
+# -- the pharmacist's side --------------------------------------------------------------------
+
+
+@router.get("/portal/pharmacy/inventory", response_class=HTMLResponse)
+async def inventory_page(request: Request, session: DbSession, principal: PagePrincipal, low_stock: bool = False):
+    async def context(p: Principal) -> dict:
+        return {"pharmacy": await service.own_pharmacy(session, p), "low_stock": low_stock,
+                "medicines": await service.list_medicines(session, p, low_stock=low_stock, limit=500),
+                "low": await service.list_medicines(session, p, low_stock=True, limit=500)}
+
+    return await render_page(request, session, principal, "pharmacy/inventory.html", context)
+
+
+@router.post("/portal/pharmacy/medicines/{medicine_id}/stock", response_class=HTMLResponse)
+async def stock_from_page(request: Request, medicine_id: uuid.UUID, session: DbSession, principal: PagePrincipal,
+                          reason: Text = "received", change: Text = ""):
+    try:
+        amount = int(change)
+    except ValueError:
+        return refusal("The change is a whole number of packs (negative to take away).", "pharmacy-error")
+    return await _act(session, principal, lambda: service.change_stock(session, principal, medicine_id,
+                                                                       reason=reason, change=amount))
+
+
+@router.post("/portal/pharmacy/import", response_class=HTMLResponse)
+async def import_from_page(request: Request, session: DbSession, principal: PagePrincipal,
+                           file: Annotated[UploadFile, File()]):
+    if principal is None:
+        return HTMLResponse("", status_code=401)
+    data = await file.read()
+    done = await refusable(session, lambda: imports.preview(session, principal, filename=file.filename, data=data))
+    if isinstance(done, DomainError):
+        return refusal(done, "import-error")
+    return templates.TemplateResponse(request, "pharmacy/_import.html", {"i": done})
+
+
+@router.post("/portal/pharmacy/import/{import_id}/commit", response_class=HTMLResponse)
+async def commit_from_page(request: Request, import_id: uuid.UUID, session: DbSession, principal: PagePrincipal):
+    return await _act(session, principal, lambda: imports.commit(session, principal, import_id, skip_invalid=True),
+                      "/portal/pharmacy/inventory", "import-error")
+
+
+async def _queue(session, p: Principal) -> dict:
+    return {"orders": await service.pharmacy_orders(session, p, open_only=True),
+            "poll_seconds": get_settings().portal_poll_seconds}
+
+
+@router.get("/portal/pharmacy/orders", response_class=HTMLResponse)
+async def orders_page(request: Request, session: DbSession, principal: PagePrincipal):
+    async def context(p: Principal) -> dict:
+        return await _queue(session, p)
+
+    return await render_page(request, session, principal, "pharmacy/orders.html", context)
+
+
+@router.get("/portal/fragments/pharmacy/orders", response_class=HTMLResponse)
+async def orders_fragment(request: Request, session: DbSession, principal: PagePrincipal):
+    if principal is None:
+        return HTMLResponse("", status_code=401)
+    return templates.TemplateResponse(request, "pharmacy/_orders.html", await _queue(session, principal))
+
+
+@router.post("/portal/pharmacy/orders/{order_id}/{action}", response_class=HTMLResponse)
+async def order_action(request: Request, order_id: uuid.UUID, action: str, session: DbSession,
+                       principal: PagePrincipal, reason: Text = ""):
+    moves = {"accept": "confirmed", "pack": "packed", "complete": "completed", "reject": "rejected"}
+    if action == "dispatch":
+        return await _act(session, principal, lambda: service.dispatch(session, principal, order_id))
+    if action not in moves:
+        return refusal("No such action.", "pharmacy-error")
+    return await _act(session, principal, lambda: service.move(session, principal, order_id, moves[action],
+                                                               note=reason or None))
+
+
+# -- the patient's side -----------------------------------------------------------------------
+
+
+@router.get("/portal/shop", response_class=HTMLResponse)
+async def shop_page(request: Request, session: DbSession, principal: PagePrincipal, q: str = "",
+                    pharmacy_id: uuid.UUID | None = None):
+    async def context(p: Principal) -> dict:
+        result = await service.search_medicines(session, p, q=q[:100] or None, pharmacy_id=pharmacy_id, limit=30)
+        signed = [rx for rx in await prescribing.mine(session, p)
+                  if rx.status == "approved" and not rx.awaiting_patient_signature]
+        own = await service.pharmacy_of_tenant(session, p.tenant_id) if p.tenant_id else None
+        return {"q": q, "result": result, "prescriptions": signed, "home_pharmacy": own,
+                "pharmacy_id": pharmacy_id, "cart_count": len((await service.cart(session, p)).lines)}
+
+    return await render_page(request, session, principal, "pharmacy/shop.html", context)
+
+
+@router.post("/portal/cart/items", response_class=HTMLResponse)
+async def add_from_page(request: Request, session: DbSession, principal: PagePrincipal,
+                        medicine_id: Annotated[uuid.UUID, Form()], quantity: Annotated[int, Form(ge=1, le=1000)] = 1):
+    if principal is None:
+        return HTMLResponse("", status_code=401)
+    done = await refusable(session, lambda: service.add_to_cart(session, principal, medicine_id, quantity))
+    if isinstance(done, DomainError):
+        return refusal(done, "shop-error")
+    return HTMLResponse(f'<small class="added">In your cart ({len(done.lines)} item(s)) · '
+                        f'<a href="/portal/cart" id="go-to-cart">Go to cart</a></small>')
+
+
+@router.post("/portal/cart/from-prescription", response_class=HTMLResponse)
+async def fill_from_page(request: Request, session: DbSession, principal: PagePrincipal,
+                         prescription_id: Annotated[uuid.UUID, Form()], pharmacy_id: Annotated[uuid.UUID, Form()]):
+    return await _act(session, principal, lambda: service.fill_cart_from_prescription(
+        session, principal, prescription_id, pharmacy_id), "/portal/cart", "shop-error")
+
+
+@router.get("/portal/cart", response_class=HTMLResponse)
+async def cart_page(request: Request, session: DbSession, principal: PagePrincipal):
+    async def context(p: Principal) -> dict:
+        c = await service.cart(session, p)
+        groups: dict[uuid.UUID, list] = {}
+        for line in c.lines:
+            groups.setdefault(line.medicine.tenant_id, []).append(line)
+        return {"groups": groups}
+
+    return await render_page(request, session, principal, "pharmacy/cart.html", context)
+
+
+@router.post("/portal/cart/items/{medicine_id}/remove", response_class=HTMLResponse)
+async def remove_from_page(request: Request, medicine_id: uuid.UUID, session: DbSession, principal: PagePrincipal):
+    return await _act(session, principal, lambda: service.remove_from_cart(session, principal, medicine_id))
+
+
+@router.post("/portal/checkout", response_class=HTMLResponse)
+async def checkout_from_page(request: Request, session: DbSession, principal: PagePrincipal,
+                             pharmacy_id: Annotated[uuid.UUID, Form()], fulfilment: Text = "pickup",
+                             contact_name: Text = "", contact_phone: Text = "", delivery_address: Text = ""):
+    if not contact_name.strip():
+        return refusal("Give the name the pharmacy should ask for.", "checkout-error")
+    return await _act(session, principal, lambda: service.checkout(
+        session, principal, pharmacy_id=pharmacy_id, fulfilment=fulfilment, contact_name=contact_name,
+        contact_phone=contact_phone.strip() or None, delivery_address=delivery_address),
+        lambda order: f"/portal/orders/{order.id}", "checkout-error")
+
+
+@router.get("/portal/orders", response_class=HTMLResponse)
+async def my_orders_page(request: Request, session: DbSession, principal: PagePrincipal):
+    async def context(p: Principal) -> dict:
+        return {"orders": await service.my_orders(session, p)}
+
+    return await render_page(request, session, principal, "pharmacy/my_orders.html", context)
+
+
+@router.get("/portal/orders/{order_id}", response_class=HTMLResponse)
+async def order_page(request: Request, order_id: uuid.UUID, session: DbSession, principal: PagePrincipal):
+    async def context(p: Principal) -> dict:
+        return {"order": await service.get_order(session, p, order_id),
+                "poll_seconds": get_settings().portal_poll_seconds}
+
+    return await render_page(request, session, principal, "pharmacy/order.html", context)
+
+
+@router.get("/portal/fragments/orders/{order_id}", response_class=HTMLResponse)
+async def order_fragment(request: Request, order_id: uuid.UUID, session: DbSession, principal: PagePrincipal):
+    if principal is None:
+        return HTMLResponse("", status_code=401)
+    return templates.TemplateResponse(request, "pharmacy/_tracking.html",
+                                      {"order": await service.get_order(session, principal, order_id)})
+
+
+@router.post("/portal/orders/{order_id}/cancel", response_class=HTMLResponse)
+async def cancel_from_page(request: Request, order_id: uuid.UUID, session: DbSession, principal: PagePrincipal):
+    return await _act(session, principal, lambda: service.move(session, principal, order_id, "cancelled",
+                                                               note="cancelled in the portal"))
