@@ -109,8 +109,17 @@ def test_nearby_pharmacies_by_distance_and_a_lapsed_subscription(client, pharmac
     assert client.get("/api/v1/patient/pharmacies", headers=patient,
                       params={"lat": 99, "lon": 0}).status_code == 422
     tenant = tenant_id_of(owner, "demo")
+    # Browsing one pharmacy's catalogue: only its own medicines.
+    shelf = client.get(f"/api/v1/patient/pharmacies/{tenant}/medicines", headers=patient, params={"limit": 100}).json()
+    assert shelf["items"] and {i["pharmacy_id"] for i in shelf["items"]} == {str(tenant)}
+    crocin = next(i for i in shelf["items"] if i["name"] == "Crocin 500")
+    client.post("/api/v1/patient/cart/items", headers=patient, json={"medicine_id": crocin["id"]})
     owner.execute("UPDATE pharmacies SET subscription_status = 'expired' WHERE tenant_id = %s", (tenant,))
     try:
+        # New orders are refused with a message that says why, and nothing is ordered.
+        problem = assert_problem(checkout(client, patient, str(tenant)), 409, "pharmacy-not-taking-orders")
+        assert "subscription" in problem["detail"]
+        assert client.get(f"/api/v1/patient/pharmacies/{tenant}", headers=patient).status_code == 404
         near = client.get("/api/v1/patient/pharmacies", headers=patient,
                           params={"lat": 12.97, "lon": 77.60}).json()
         assert "Demo Clinic Pharmacy" not in [p["name"] for p in near]
