@@ -8,12 +8,12 @@ import uuid
 
 from playwright.sync_api import expect
 
-from tests.conftest import ARTIFACTS, bearer, login
+from tests.conftest import ARTIFACTS
 from tests.e2e.test_portal import _sign_in, browser  # noqa: F401  (the fixture)
-from tests.pharmacy.test_pharmacy import signed_prescription
+from tests.pharmacy.test_pharmacy import SHOPPER_PASSWORD, shopper, shopper_login, signed_prescription  # noqa: F401
 
 
-def test_import_alert_order_live_pack_and_track(browser, server, client, owner, tmp_path):  # noqa: F811
+def test_import_alert_order_live_pack_and_track(browser, server, client, owner, shopper, tmp_path):  # noqa: F811
     tag = uuid.uuid4().hex[:5]
     csv = tmp_path / "catalogue.csv"
     csv.write_text("name,generic_name,category,dosage_form,strength,pack_size,mrp,price,stock,low_stock_threshold,"
@@ -24,7 +24,7 @@ def test_import_alert_order_live_pack_and_track(browser, server, client, owner, 
     pharmacist_ctx, patient_ctx = browser.new_context(), browser.new_context()
     pharmacist, patient = pharmacist_ctx.new_page(), patient_ctx.new_page()
     _sign_in(pharmacist, server.url, "pharmacist@demo.carebase.local")
-    _sign_in(patient, server.url, "patient@demo.carebase.local")
+    _sign_in(patient, server.url, shopper["email"], SHOPPER_PASSWORD)
 
     # The pharmacist checks the file, sees the bad row, imports the good ones.
     pharmacist.goto(f"{server.url}/portal/pharmacy/inventory")
@@ -45,8 +45,8 @@ def test_import_alert_order_live_pack_and_track(browser, server, client, owner, 
     # A signed prescription for an antibiotic (the doctor wrote it, the patient signed it): the cart
     # gets the cheapest amoxicillin in stock here, the one just imported.
     signed_prescription(client, owner, [{"medicine": "amoxicillin", "dose": 500, "unit": "mg", "times_per_day": 2,
-                                         "duration_days": 5}])  # 10 capsules: one pack
-    tokens = bearer(login(client, "patient@demo.carebase.local"))
+                                         "duration_days": 5}], shopper=shopper)  # 10 capsules: one pack
+    tokens = shopper_login(client, shopper)
     for line in client.get("/api/v1/patient/cart", headers=tokens).json()["lines"]:
         client.delete(f"/api/v1/patient/cart/items/{line['medicine']['id']}", headers=tokens)
 

@@ -10,7 +10,7 @@ from pydantic import SecretStr
 
 from carebase.settings import set_settings
 from tests.conftest import assert_problem, bearer, login, run_db, tenant_id_of
-from tests.pharmacy.test_pharmacy import PATIENT, PHARMACIST, add, checkout, demo_pharmacy
+from tests.pharmacy.test_pharmacy import PHARMACIST, add, checkout, demo_pharmacy, shopper, shopper_login  # noqa: F401
 from tests.standins.borzo import BorzoStandIn
 
 
@@ -21,8 +21,8 @@ def borzo():
 
 
 @pytest.fixture
-def people(client):
-    return bearer(login(client, PHARMACIST)), bearer(login(client, PATIENT))
+def people(client, shopper):  # noqa: F811  (the fixture)
+    return bearer(login(client, PHARMACIST)), shopper_login(client, shopper)
 
 
 def packed_delivery(client, pharmacist, patient, *, payment_method="cod") -> dict:

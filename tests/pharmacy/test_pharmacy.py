@@ -10,6 +10,7 @@ import pytest
 from tests.conftest import assert_problem, bearer, login, tenant_id_of
 
 PATIENT = "patient@demo.carebase.local"
+SHOPPER_PASSWORD = "a long shopping passphrase"
 PHARMACIST = "pharmacist@demo.carebase.local"
 DOCTOR = "doctor@demo.carebase.local"
 
@@ -27,9 +28,33 @@ def pharmacist(client):
     return bearer(login(client, PHARMACIST))
 
 
+@pytest.fixture(scope="module")
+def shopper(server) -> dict:
+    """A patient of the demo clinic of these tests' own: they collect many order updates and
+    prescription notices, which must not use up the demo patient's hourly allowance of optional
+    notices that other tests count on."""
+    import httpx
+
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        email = f"shopper-{uuid.uuid4().hex[:8]}@example.test"
+        r = client.post("/api/v1/auth/register", json={"email": email, "password": SHOPPER_PASSWORD,
+                                                       "display_name": "Sam Shopper", "tenant": "demo"})
+        assert r.status_code == 201, r.text
+        admin = bearer(login(client, "admin@demo.carebase.local"))
+        r = client.post("/api/v1/patients", headers=admin, json={
+            "given_name": "Sam", "family_name": "Shopper", "birth_date": "1985-06-07", "account_id": r.json()["id"],
+            "allow_duplicate": True})
+        assert r.status_code == 201, r.text
+        return {"email": email, "patient_id": r.json()["id"]}
+
+
+def shopper_login(client, shopper) -> dict:
+    return bearer(login(client, shopper["email"], SHOPPER_PASSWORD))
+
+
 @pytest.fixture
-def patient(client):
-    tokens = bearer(login(client, PATIENT))
+def patient(client, shopper):
+    tokens = shopper_login(client, shopper)
     for line in client.get("/api/v1/patient/cart", headers=tokens).json()["lines"]:
         client.delete(f"/api/v1/patient/cart/items/{line['medicine']['id']}", headers=tokens)
     return tokens
@@ -282,20 +307,23 @@ def test_more_than_is_free_is_refused_naming_the_item(client, pharmacist, patien
 # -- prescriptions at checkout --------------------------------------------------------------------
 
 
-def signed_prescription(client, owner, items: list[dict], *, sign: bool = True) -> str:
-    """The demo doctor writes, approves and signs a prescription for the demo patient, who signs it."""
+def signed_prescription(client, owner, items: list[dict], *, sign: bool = True, shopper: dict | None = None) -> str:
+    """The demo doctor writes, approves and signs a prescription for the patient (the shopper, or
+    the demo patient), who signs it."""
     from tests.conftest import demo_patient
     from tests.prescribing.test_prescriptions import _signature_png
 
     doctor = bearer(login(client, DOCTOR))
-    r = client.post(f"/api/v1/patients/{demo_patient(owner)}/prescriptions", headers=doctor, json={"items": items})
+    patient_id = shopper["patient_id"] if shopper else demo_patient(owner)
+    r = client.post(f"/api/v1/patients/{patient_id}/prescriptions", headers=doctor, json={"items": items})
     assert r.status_code == 201, r.text
     pid = r.json()["id"]
     r = client.post(f"/api/v1/prescriptions/{pid}/approve", headers=doctor,
                     json={"notes": "as directed", "override_reason": "reviewed in clinic"})
     assert r.status_code == 200, r.text
     if sign:
-        r = client.post(f"/api/v1/prescriptions/{pid}/patient-signature", headers=bearer(login(client, PATIENT)),
+        signer = shopper_login(client, shopper) if shopper else bearer(login(client, PATIENT))
+        r = client.post(f"/api/v1/prescriptions/{pid}/patient-signature", headers=signer,
                         json={"image": _signature_png()})
         assert r.status_code == 200, r.text
     return pid
@@ -307,7 +335,8 @@ def find(client, patient, q: str) -> dict:
     return next(i for i in items if i["pharmacy_name"] == "Demo Clinic Pharmacy")
 
 
-def test_prescription_only_medicines_need_a_prescription_that_covers_them(client, owner, pharmacist, patient):
+def test_prescription_only_medicines_need_a_prescription_that_covers_them(client, owner, pharmacist, patient,
+                                                                        shopper):
     pharmacy_id = demo_pharmacy(client, pharmacist)
     azithral, mox = find(client, patient, "azithral"), find(client, patient, "mox")
     # No prescription: 409 naming the item, nothing ordered.
@@ -316,11 +345,11 @@ def test_prescription_only_medicines_need_a_prescription_that_covers_them(client
     assert "Azithral 500" in problem["detail"] and problem["medicine_id"] == azithral["id"]
     # 500 mg once a day for 3 days: 3 tablets, one pack of 3.
     items = [{"medicine": "azithromycin", "dose": 500, "unit": "mg", "times_per_day": 1, "duration_days": 3}]
-    unsigned = signed_prescription(client, owner, items, sign=False)
+    unsigned = signed_prescription(client, owner, items, sign=False, shopper=shopper)
     assert_problem(client.post("/api/v1/patient/cart/from-prescription", headers=patient,
                                json={"prescription_id": unsigned, "pharmacy_id": pharmacy_id}), 409,
                    "prescription-unsigned")
-    pid = signed_prescription(client, owner, items)
+    pid = signed_prescription(client, owner, items, shopper=shopper)
     client.delete(f"/api/v1/patient/cart/items/{azithral['id']}", headers=patient)
     cart = client.post("/api/v1/patient/cart/from-prescription", headers=patient,
                        json={"prescription_id": pid, "pharmacy_id": pharmacy_id}).json()
@@ -345,7 +374,7 @@ def test_prescription_only_medicines_need_a_prescription_that_covers_them(client
     # A revoked prescription is worth nothing.
     doctor = bearer(login(client, DOCTOR))
     client.delete(f"/api/v1/patient/cart/items/{azithral['id']}", headers=patient)
-    pid2 = signed_prescription(client, owner, items)
+    pid2 = signed_prescription(client, owner, items, shopper=shopper)
     assert client.post(f"/api/v1/prescriptions/{pid2}/revoke", headers=doctor, json={"reason": "wrong patient"}
                        ).status_code == 200
     client.post("/api/v1/patient/cart/items", headers=patient, json={"medicine_id": azithral["id"]})
@@ -356,12 +385,13 @@ def test_prescription_only_medicines_need_a_prescription_that_covers_them(client
                        json={"prescription_id": pid, "pharmacy_id": pharmacy_id}).status_code == 404
 
 
-def test_a_controlled_medicine_is_dispensed_once_per_prescription(client, owner, pharmacist, patient):
+def test_a_controlled_medicine_is_dispensed_once_per_prescription(client, owner, pharmacist, patient, shopper):
     pharmacy_id = demo_pharmacy(client, pharmacist)
     alprax = find(client, patient, "alprax")
     assert alprax["controlled_schedule"] == "H1"
     pid = signed_prescription(client, owner, [{"medicine": "alprazolam", "dose": 0.25, "unit": "mg",
-                                               "times_per_day": 1, "duration_days": 30}])  # 30 tablets: 2 packs
+                                               "times_per_day": 1, "duration_days": 30}],
+                              shopper=shopper)  # 30 tablets: 2 packs
     client.post("/api/v1/patient/cart/items", headers=patient, json={"medicine_id": alprax["id"], "quantity": 1})
     first = checkout(client, patient, pharmacy_id, prescription_id=pid)
     assert first.status_code == 201, first.text
@@ -576,7 +606,7 @@ def test_a_10000_row_csv_with_30_bad_rows_imports_the_good_ones_when_asked(clien
     assert owner.execute("SELECT count(*) FROM pharmacy_medicines WHERE tenant_id = %s AND deleted_at IS NULL",
                          (tenant,)).fetchone()[0] == before + 9_970
     # Imported products are searchable at once, typos included.
-    patient = bearer(login(client, PATIENT))
+    patient = bearer(login(client, "patient@demo.carebase.local"))
     hits = client.get("/api/v1/patient/medicines/search", headers=patient,
                       params={"q": "importol 00042", "pharmacy_id": demo_pharmacy(client, pharmacist)}).json()
     assert hits["items"][0]["name"] == "Importol 00042" and hits["items"][0]["price_minor"] == 5200
