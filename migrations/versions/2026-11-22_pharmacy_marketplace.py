@@ -106,6 +106,7 @@ def upgrade() -> None:
     sa.Column('tenant_id', sa.UUID(), nullable=False),
     sa.Column('number', sa.String(length=32), nullable=False),
     sa.Column('patient_account_id', sa.UUID(), nullable=False),
+    sa.Column('patient_tenant_id', sa.UUID(), nullable=False),
     sa.Column('contact_name', sa.String(length=200), nullable=False),
     sa.Column('contact_phone', sa.String(length=32), nullable=True),
     sa.Column('status', sa.String(length=20), nullable=False),

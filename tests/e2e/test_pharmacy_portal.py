@@ -19,7 +19,7 @@ def test_import_alert_order_live_pack_and_track(browser, server, client, owner, 
     csv.write_text("name,generic_name,category,dosage_form,strength,pack_size,mrp,price,stock,low_stock_threshold,"
                    "requires_prescription\n"
                    f"Zyrocet {tag},cetirizine,Antihistamine,Tablet,10 mg,10,25.00,21.50,3,10,no\n"
-                   f"Amoxy {tag},amoxicillin,Antibiotic,Capsule,500 mg,10,95.00,50.00,50,5,yes\n"
+                   f"Amoxy {tag},amoxicillin,Antibiotic,Capsule,500 mg,10,95.00,1.00,50,5,yes\n"
                    f"Broken {tag},,Antacid,Tablet,40 mg,15,not-a-price,10.00,5,5,no\n")
     pharmacist_ctx, patient_ctx = browser.new_context(), browser.new_context()
     pharmacist, patient = pharmacist_ctx.new_page(), patient_ctx.new_page()
@@ -38,12 +38,15 @@ def test_import_alert_order_live_pack_and_track(browser, server, client, owner, 
     # 3 packs of Zyrocet against a threshold of 10: the low-stock alert names it.
     expect(pharmacist.locator("#low-stock-alert")).to_be_visible()
     pharmacist.click("#show-low-stock")
-    expect(pharmacist.locator(f'#inventory tr[data-name="Zyrocet {tag}"]')).to_be_visible()
+    pharmacist.fill("#inventory-search", f"zyrocet {tag}")
+    with pharmacist.expect_navigation():
+        pharmacist.press("#inventory-search", "Enter")
+    expect(pharmacist.locator(f'#inventory tr[data-name="Zyrocet {tag}"] .free')).to_have_text("3 / 3")
     pharmacist.goto(f"{server.url}/portal/pharmacy/orders")
     expect(pharmacist.locator("#live-status")).to_have_text("live")
 
     # A signed prescription for an antibiotic (the doctor wrote it, the patient signed it): the cart
-    # gets the cheapest amoxicillin in stock here, the one just imported.
+    # gets the cheapest amoxicillin in stock here: the one just imported (at a price no other test uses).
     signed_prescription(client, owner, [{"medicine": "amoxicillin", "dose": 500, "unit": "mg", "times_per_day": 2,
                                          "duration_days": 5}], shopper=shopper)  # 10 capsules: one pack
     tokens = shopper_login(client, shopper)

@@ -205,7 +205,7 @@ def checkout(client, patient, pharmacy_id, **over):
     return client.post("/api/v1/patient/orders", headers=patient, json=body)
 
 
-def test_an_over_the_counter_order_from_cart_to_completion(client, pharmacist, patient, owner):
+def test_an_over_the_counter_order_from_cart_to_completion(backend, client, pharmacist, patient, owner):
     pharmacy_id = demo_pharmacy(client, pharmacist)
     m = add(client, pharmacist, stock=10, price_minor=4500, mrp_minor=5000)
     cart = client.post("/api/v1/patient/cart/items", headers=patient, json={"medicine_id": m["id"], "quantity": 2})
@@ -234,6 +234,14 @@ def test_an_over_the_counter_order_from_cart_to_completion(client, pharmacist, p
     # The pharmacy's queue has it, and its pharmacist was told.
     queue = client.get("/api/v1/pharmacy/orders", headers=pharmacist, params={"open": "true"}).json()
     assert order["id"] in [o["id"] for o in queue]
+    # Its pharmacists are told by a job in the pharmacy's own tenant.
+    from carebase.pharmacy import service
+    from tests.conftest import run_db
+
+    assert owner.execute("SELECT count(*) FROM procrastinate_jobs WHERE task_name = 'pharmacy.tell_new_order' "
+                         "AND args->>'order_id' = %s", (order["id"],)).fetchone()[0] == 1
+    assert run_db(backend, lambda s: service.tell_new_order(s, uuid.UUID(order["id"])), owner=False,
+                  tenant_id=uuid.UUID(pharmacy_id)) is True
     assert owner.execute("SELECT count(*) FROM notifications WHERE kind = 'order.new' AND title LIKE '%%' || %s",
                          (order["number"],)).fetchone()[0] >= 1
     oid = order["id"]
@@ -267,6 +275,46 @@ def test_an_over_the_counter_order_from_cart_to_completion(client, pharmacist, p
     other_pharmacist = bearer(login(client, "pharmacist@demo2.carebase.local"))
     assert client.get(f"/api/v1/pharmacy/orders/{oid}", headers=other_pharmacist).status_code == 404
     assert client.get(f"/api/v1/pharmacy/orders/{oid}", headers=patient).status_code == 403
+
+
+def test_a_patient_of_another_clinic_buys_here(backend, client, owner, pharmacist):
+    """The marketplace crosses organizations: demo2's patient orders at the demo clinic's pharmacy,
+    sees the order among their own, is told of its progress; the demo pharmacist handles it."""
+    from carebase.pharmacy import service
+    from tests.conftest import run_db
+
+    pharmacy_id = demo_pharmacy(client, pharmacist)
+    m = add(client, pharmacist, stock=3)
+    buyer = bearer(login(client, "patient@demo2.carebase.local"))
+    for line in client.get("/api/v1/patient/cart", headers=buyer).json()["lines"]:
+        client.delete(f"/api/v1/patient/cart/items/{line['medicine']['id']}", headers=buyer)
+    assert client.post("/api/v1/patient/cart/items", headers=buyer, json={"medicine_id": m["id"]}).status_code == 200
+    r = checkout(client, buyer, pharmacy_id, contact_name="Ravi Kumar")
+    assert r.status_code == 201, r.text
+    order = r.json()
+    assert order["pharmacy_name"] == "Demo Clinic Pharmacy"
+    assert order["id"] in [o["id"] for o in client.get("/api/v1/patient/orders", headers=buyer).json()]
+    assert run_db(backend, lambda s: service.tell_new_order(s, uuid.UUID(order["id"])), owner=False,
+                  tenant_id=uuid.UUID(pharmacy_id)) is True
+    accepted = client.post(f"/api/v1/pharmacy/orders/{order['id']}/accept", headers=pharmacist)
+    assert accepted.status_code == 200, accepted.text
+    # Told in their own clinic's notices (by a job there), where they read them.
+    account = owner.execute("SELECT id FROM accounts WHERE email = 'patient@demo2.carebase.local'").fetchone()[0]
+    (args,), = owner.execute("SELECT args FROM procrastinate_jobs WHERE task_name = 'pharmacy.tell_patient' "
+                             "AND args->>'order_id' = %s", (order["id"],)).fetchall()
+    demo2 = tenant_id_of(owner, "demo2")
+    assert args["tenant_id"] == str(demo2)
+    assert run_db(backend, lambda s: service.tell_patient(s, demo2, **{k: v for k, v in args.items()
+                                                                      if k != "tenant_id"}),
+                  owner=False, tenant_id=demo2) is True
+    notices = client.get("/api/v1/notifications", headers=buyer).json()
+    assert any(n["kind"] == "order.status" and order["number"] in n["title"] for n in notices), notices
+    cancelled = client.patch(f"/api/v1/patient/orders/{order['id']}/cancel", headers=buyer, json={})
+    assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled", cancelled.text
+    assert client.get(f"/api/v1/pharmacy/medicines/{m['id']}", headers=pharmacist).json()["reserved"] == 0
+    # demo2's own staff see nothing of it: it is the demo pharmacy's order.
+    assert client.get(f"/api/v1/pharmacy/orders/{order['id']}",
+                      headers=bearer(login(client, "pharmacist@demo2.carebase.local"))).status_code == 404
 
 
 def test_cancel_and_reject_release_the_stock(client, pharmacist, patient):

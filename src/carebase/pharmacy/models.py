@@ -151,6 +151,8 @@ orders = Table(
     Column("tenant_id", UUID(as_uuid=True), ForeignKey("pharmacies.tenant_id"), nullable=False),
     Column("number", String(32), nullable=False, unique=True),
     Column("patient_account_id", UUID(as_uuid=True), nullable=False),
+    # The organization the patient ordered from (their clinic): where their in-app notices live.
+    Column("patient_tenant_id", UUID(as_uuid=True), nullable=False),
     Column("contact_name", String(200), nullable=False),
     Column("contact_phone", String(32), nullable=True),
     # placed | confirmed | packed | shipped | out_for_delivery | delivered | completed

@@ -50,10 +50,11 @@ async def _act(session, principal: Principal | None, command, redirect: str | No
 
 
 @router.get("/portal/pharmacy/inventory", response_class=HTMLResponse)
-async def inventory_page(request: Request, session: DbSession, principal: PagePrincipal, low_stock: bool = False):
+async def inventory_page(request: Request, session: DbSession, principal: PagePrincipal, low_stock: bool = False,
+                         q: str = ""):
     async def context(p: Principal) -> dict:
-        return {"pharmacy": await service.own_pharmacy(session, p), "low_stock": low_stock,
-                "medicines": await service.list_medicines(session, p, low_stock=low_stock, limit=500),
+        return {"pharmacy": await service.own_pharmacy(session, p), "low_stock": low_stock, "q": q,
+                "medicines": await service.list_medicines(session, p, low_stock=low_stock, q=q[:100], limit=500),
                 "low": await service.list_medicines(session, p, low_stock=True, limit=500)}
 
     return await render_page(request, session, principal, "pharmacy/inventory.html", context)

@@ -410,13 +410,15 @@ async def get_medicine(session: AsyncSession, principal: Principal, medicine_id:
     return _medicine(row)
 
 
-async def list_medicines(session: AsyncSession, principal: Principal, *, low_stock: bool = False,
+async def list_medicines(session: AsyncSession, principal: Principal, *, low_stock: bool = False, q: str | None = None,
                          limit: int = 50, offset: int = 0) -> list[Medicine]:
     """The caller's pharmacy's catalogue by name; ``low_stock``: only what is at or below its
-    threshold (free units, not counting what orders hold), fewest first."""
+    threshold (free units, not counting what orders hold), fewest first; ``q``: names starting so."""
     require(principal, "manage:own_inventory")
     stmt = select(pharmacy_medicines).where(pharmacy_medicines.c.tenant_id == require_tenant(principal),
                                             pharmacy_medicines.c.deleted_at.is_(None))
+    if q and q.strip():
+        stmt = stmt.where(func.lower(pharmacy_medicines.c.name).startswith(q.strip().casefold(), autoescape=True))
     free = pharmacy_medicines.c.stock - pharmacy_medicines.c.reserved
     if low_stock:
         stmt = stmt.where(free <= pharmacy_medicines.c.low_stock_threshold).order_by(free, pharmacy_medicines.c.name)
@@ -1003,6 +1005,7 @@ async def checkout(session: AsyncSession, principal: Principal, *, pharmacy_id: 
     expires = datetime.now(UTC) + timedelta(minutes=UNPAID_ORDER_MINUTES) if payment_method == "online" else None
     await session.execute(orders.insert().values(
         id=order_id, tenant_id=pharmacy_id, number=number, patient_account_id=principal.account_id,
+        patient_tenant_id=require_tenant(principal),
         contact_name=contact_name.strip(), contact_phone=contact_phone, status="placed", fulfilment=fulfilment,
         delivery_address=(delivery_address or "").strip() or None if fulfilment == "delivery" else None,
         prescription_id=prescription_id if any(line.medicine.needs_prescription for line in lines) else None,
@@ -1029,9 +1032,9 @@ async def checkout(session: AsyncSession, principal: Principal, *, pharmacy_id: 
                          tenant_id=str(pharmacy_id))
     await realtime.publish(session, f"tenant:{pharmacy_id}:orders", {"type": "order:placed", "id": str(order_id),
                                                                      "number": number})
-    await _tell_staff(session, pharmacy_id, "order.new", str(order_id),
-                      {"order_number": number, "lines": len(lines), "fulfilment": fulfilment},
-                      "/portal/pharmacy/orders")
+    # The pharmacists are told by a job in the pharmacy's own tenant: the buyer may be a patient of
+    # another organization, whose transaction cannot write the pharmacy's notices.
+    await jobs.defer(session, "pharmacy.tell_new_order", order_id=str(order_id), tenant_id=str(pharmacy_id))
     return await get_order(session, principal, order_id)
 
 
@@ -1098,11 +1101,34 @@ async def move(session: AsyncSession, principal: Principal | None, order_id: uui
     await realtime.publish(session, f"account:{row.patient_account_id}",
                            {"type": "order:status", "id": str(order_id), "status": status})
     if actor != "patient":
-        await notifications.notify(session, tenant_id=row.tenant_id, account_id=row.patient_account_id,
-                                   type="order.status", event_key=f"{order_id}:{status}",
-                                   data={"order_number": row.number, "status_text": STATUS_TEXT[status]},
-                                   link=f"/portal/orders/{order_id}")
+        await _tell_patient(session, row, status)
     return await _order(session, await _order_row(session, order_id))
+
+
+async def _tell_patient(session: AsyncSession, row, status: str) -> None:
+    """The patient's notice of a status change, kept in their own organization (where they read
+    it): at once when that is the pharmacy's, else by a job in theirs (this transaction is the
+    pharmacy's and cannot write another organization's notices)."""
+    args = {"account_id": str(row.patient_account_id), "order_id": str(row.id), "number": row.number,
+            "status": status}
+    if row.patient_tenant_id == row.tenant_id:
+        await tell_patient(session, row.tenant_id, **args)
+    else:
+        await jobs.defer(session, "pharmacy.tell_patient", tenant_id=str(row.patient_tenant_id), **args)
+
+
+async def tell_patient(session: AsyncSession, tenant_id: uuid.UUID, *, account_id: str, order_id: str, number: str,
+                       status: str) -> bool:
+    return await notifications.notify(session, tenant_id=tenant_id, account_id=uuid.UUID(account_id),
+                                      type="order.status", event_key=f"{order_id}:{status}",
+                                      data={"order_number": number, "status_text": STATUS_TEXT[status]},
+                                      link=f"/portal/orders/{order_id}")
+
+
+@jobs.job("pharmacy.tell_patient")
+async def _tell_patient_job(db, tenant_id: str, **args: str) -> None:
+    async with db.transaction(uuid.UUID(tenant_id), None) as session:
+        await tell_patient(session, uuid.UUID(tenant_id), **args)
 
 
 async def expire_unpaid(session: AsyncSession, order_id: uuid.UUID) -> bool:
@@ -1144,6 +1170,25 @@ async def low_stock_alert(session: AsyncSession, tenant_id: uuid.UUID, medicine_
                       {"medicine": med.name, "available": med.available, "threshold": med.low_stock_threshold,
                        "pharmacy": row.pharmacy_name}, "/portal/pharmacy/inventory?low_stock=1")
     return True
+
+
+async def tell_new_order(session: AsyncSession, order_id: uuid.UUID) -> bool:
+    """Tell the pharmacy's pharmacists of a new order (the job, in the pharmacy's tenant)."""
+    row = (await session.execute(select(orders.c.tenant_id, orders.c.number, orders.c.fulfilment, orders.c.status)
+                                 .where(orders.c.id == order_id))).first()
+    if row is None or row.status != "placed":
+        return False  # gone, or already dealt with: no point in ringing
+    lines = (await session.execute(select(func.count()).where(order_items.c.order_id == order_id))).scalar()
+    await _tell_staff(session, row.tenant_id, "order.new", str(order_id),
+                      {"order_number": row.number, "lines": lines, "fulfilment": row.fulfilment},
+                      "/portal/pharmacy/orders")
+    return True
+
+
+@jobs.job("pharmacy.tell_new_order")
+async def _tell_new_order_job(db, order_id: str, tenant_id: str) -> None:
+    async with db.transaction(uuid.UUID(tenant_id), None) as session:
+        await tell_new_order(session, uuid.UUID(order_id))
 
 
 @jobs.job("pharmacy.low_stock_alert")
