@@ -303,7 +303,7 @@ def test_a_patient_of_another_clinic_buys_here(backend, client, owner, pharmacis
     (args,), = owner.execute("SELECT args FROM procrastinate_jobs WHERE task_name = 'pharmacy.tell_patient' "
                              "AND args->>'order_id' = %s", (order["id"],)).fetchall()
     demo2 = tenant_id_of(owner, "demo2")
-    assert args["tenant_id"] == str(demo2)
+    assert args["tenant_id"] == str(demo2) and args["account_id"] == str(account)
     assert run_db(backend, lambda s: service.tell_patient(s, demo2, **{k: v for k, v in args.items()
                                                                       if k != "tenant_id"}),
                   owner=False, tenant_id=demo2) is True
