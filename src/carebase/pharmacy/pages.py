@@ -17,7 +17,7 @@ from carebase.pharmacy import imports, service
 from carebase.platform.authz import Principal
 from carebase.platform.errors import DomainError
 from carebase.platform.web import DbSession, PagePrincipal, refusable
-from carebase.portal.pages import refusal, render_page, templates
+from carebase.portal.pages import form_command, refusal, render_page, templates
 from carebase.prescribing import service as prescribing
 from carebase.settings import get_settings
 
@@ -34,16 +34,9 @@ def money(minor: int, currency: str) -> str:
 templates.env.globals["money"] = money
 
 
-async def _act(session, principal: Principal | None, command, redirect: str | None = None,
+async def _act(session, principal: Principal | None, command, redirect=None,
                error_id: str = "pharmacy-error") -> Response:
-    """A portal form's command: refused with its message in place, or the page (re)loaded."""
-    if principal is None:
-        return HTMLResponse("", status_code=401)
-    done = await refusable(session, command)
-    if isinstance(done, DomainError):
-        return refusal(done, error_id)
-    return Response(status_code=200, headers={"HX-Redirect": redirect(done) if callable(redirect) else redirect}
-                    if redirect else {"HX-Refresh": "true"})
+    return await form_command(session, principal, command, error_id=error_id, redirect=redirect)
 
 
 # -- the pharmacist's side --------------------------------------------------------------------

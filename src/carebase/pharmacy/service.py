@@ -344,11 +344,13 @@ async def _load_medicine(session: AsyncSession, medicine_id: uuid.UUID, *, tenan
 
 async def _check_unique(session: AsyncSession, tenant_id: uuid.UUID, values: dict[str, Any],
                         medicine_id: uuid.UUID | None = None) -> None:
-    same = (await session.execute(select(pharmacy_medicines.c.id).where(
+    stmt = select(pharmacy_medicines.c.id).where(
         pharmacy_medicines.c.tenant_id == tenant_id, pharmacy_medicines.c.deleted_at.is_(None),
-        pharmacy_medicines.c.id != (medicine_id or uuid.UUID(int=0)),
         *(e == (values.get(k) or "").casefold() for e, k in zip(
-            IDENTITY, ("name", "strength", "dosage_form", "manufacturer"), strict=True))))).first()
+            IDENTITY, ("name", "strength", "dosage_form", "manufacturer"), strict=True)))
+    if medicine_id is not None:
+        stmt = stmt.where(pharmacy_medicines.c.id != medicine_id)
+    same = (await session.execute(stmt)).first()
     if same:
         raise Conflict(f"{values['name']} ({values.get('strength') or 'no strength'}, "
                        f"{values.get('dosage_form') or 'no form'}) is already in your catalogue.",
@@ -866,17 +868,29 @@ async def _order_row(session: AsyncSession, order_id: uuid.UUID, *, lock: bool =
     return row
 
 
+async def _orders(session: AsyncSession, rows) -> list[Order]:
+    """Orders with their lines and status history: two queries for any number of orders (the
+    pharmacy's live queue reloads the whole list on every change)."""
+    out = []
+    for row in rows:
+        m = row._mapping
+        out.append(Order(**{k: m[k] for k in Order.__dataclass_fields__ if k not in ("pharmacy_id", "items", "events")},
+                         pharmacy_id=row.tenant_id))
+    if not out:
+        return out
+    by_id = {o.id: o for o in out}
+    for r in (await session.execute(select(order_items).where(order_items.c.order_id.in_(by_id))
+                                    .order_by(order_items.c.id))).all():
+        by_id[r.order_id].items.append(OrderItem(r.medicine_id, r.name, r.strength, r.quantity, r.unit_price_minor,
+                                                 r.mrp_minor, r.total_minor))
+    for r in (await session.execute(select(order_events).where(order_events.c.order_id.in_(by_id))
+                                    .order_by(order_events.c.id))).all():
+        by_id[r.order_id].events.append(OrderEvent(r.status, r.note, r.actor, r.at))
+    return out
+
+
 async def _order(session: AsyncSession, row) -> Order:
-    m = row._mapping
-    o = Order(**{k: m[k] for k in Order.__dataclass_fields__ if k not in ("pharmacy_id", "items", "events")},
-              pharmacy_id=row.tenant_id)
-    o.items = [OrderItem(r.medicine_id, r.name, r.strength, r.quantity, r.unit_price_minor, r.mrp_minor, r.total_minor)
-               for r in (await session.execute(select(order_items).where(order_items.c.order_id == o.id)
-                                               .order_by(order_items.c.id))).all()]
-    o.events = [OrderEvent(r.status, r.note, r.actor, r.at)
-                for r in (await session.execute(select(order_events).where(order_events.c.order_id == o.id)
-                                                .order_by(order_events.c.id))).all()]
-    return o
+    return (await _orders(session, [row]))[0]
 
 
 def _visible_to(principal: Principal, row) -> str:
@@ -901,7 +915,7 @@ async def my_orders(session: AsyncSession, principal: Principal, *, limit: int =
         .join(pharmacies, pharmacies.c.tenant_id == orders.c.tenant_id)
         .where(orders.c.patient_account_id == principal.account_id)
         .order_by(orders.c.placed_at.desc()).limit(limit))).all()
-    return [await _order(session, r) for r in rows]
+    return await _orders(session, rows)
 
 
 async def pharmacy_orders(session: AsyncSession, principal: Principal, *, status: str | None = None,
@@ -917,7 +931,7 @@ async def pharmacy_orders(session: AsyncSession, principal: Principal, *, status
         stmt = stmt.where(orders.c.status.not_in(CLOSED)).order_by(orders.c.placed_at)
     else:
         stmt = stmt.order_by(orders.c.placed_at.desc())
-    return [await _order(session, r) for r in (await session.execute(stmt.limit(limit))).all()]
+    return await _orders(session, (await session.execute(stmt.limit(limit))).all())
 
 
 async def _check_prescription(session: AsyncSession, principal: Principal, prescription_id: uuid.UUID | None,

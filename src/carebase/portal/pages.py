@@ -30,6 +30,7 @@ from carebase.platform.web import (
     PagePrincipal,
     adopt_principal,
     cookie,
+    refusable,
     request_scope,
 )
 from carebase.settings import get_settings
@@ -106,6 +107,20 @@ def refusal(message: str | DomainError, element_id: str | None = None, tag: str 
     text = message.detail if isinstance(message, DomainError) else message
     ident = f' id="{element_id}"' if element_id else ""
     return HTMLResponse(f'<{tag} class="error"{ident}>{escape(text)}</{tag}>')
+
+
+async def form_command(session, principal: Principal | None, command: Callable[[], Awaitable[object]], *,
+                       error_id: str, redirect: str | Callable[[object], str] | None = None) -> Response:
+    """A portal form's command: refused with its message in place (``error_id``), or the browser
+    sent to ``redirect`` (a URL, or one made from the command's result), or the page reloaded."""
+    if principal is None:
+        return HTMLResponse("", status_code=401)
+    done = await refusable(session, command)
+    if isinstance(done, DomainError):
+        return refusal(done, error_id)
+    if redirect is None:
+        return Response(status_code=200, headers={"HX-Refresh": "true"})
+    return Response(status_code=200, headers={"HX-Redirect": redirect(done) if callable(redirect) else redirect})
 
 
 async def render_page(request: Request, session, principal: Principal | None, template: str,

@@ -15,7 +15,7 @@ from carebase.patients import service as patients
 from carebase.platform.authz import Principal
 from carebase.platform.errors import DomainError
 from carebase.platform.web import DbSession, PagePrincipal, refusable
-from carebase.portal.pages import refusal, render_page, templates
+from carebase.portal.pages import form_command, refusal, render_page, templates
 from carebase.prescribing import service
 from carebase.settings import get_settings
 
@@ -128,12 +128,8 @@ def _number(value: str) -> float | None:
 
 async def _decide(session, principal: Principal | None, prescription_id: uuid.UUID, command) -> Response:
     """A doctor's decision from the review page: refused with a message in place, or the page again."""
-    if principal is None:
-        return HTMLResponse("", status_code=401)
-    done = await refusable(session, command)
-    if isinstance(done, DomainError):
-        return refusal(done, "rx-error")
-    return Response(status_code=200, headers={"HX-Redirect": f"/portal/prescriptions/{prescription_id}"})
+    return await form_command(session, principal, command, error_id="rx-error",
+                              redirect=f"/portal/prescriptions/{prescription_id}")
 
 
 @router.post("/portal/prescriptions/{prescription_id}/approve", response_class=HTMLResponse)
