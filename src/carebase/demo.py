@@ -15,6 +15,7 @@ from carebase.identity import service as identity
 from carebase.consult import service as consult
 from carebase.messaging import service as messaging
 from carebase.patients import service as patients
+from carebase.payments import service as payments
 from carebase.pharmacy import service as pharmacy
 from carebase.platform.authz import Principal
 from carebase.platform.db import set_context
@@ -88,6 +89,9 @@ async def seed(session: AsyncSession, password: str) -> list[str]:
                                         slug)
         created += await _seed_order(session, Principal.of(accounts["patient"].id, tenant.id, ["patient"]),
                                      tenant.id, patient)
+        created += await _seed_paid_order(session, Principal.of(accounts["patient"].id, tenant.id, ["patient"]),
+                                          tenant.id, patient)
+        await set_context(session, tenant.id, None)
     return created
 
 
@@ -150,6 +154,27 @@ async def _seed_order(session: AsyncSession, patient: Principal, pharmacy_id, de
                                     contact_name=f"{details['given_name']} {details['family_name']}",
                                     contact_phone=details["phone"])
     return [f"order {order.number}"]
+
+
+async def _seed_paid_order(session: AsyncSession, patient: Principal, pharmacy_id, details: dict) -> list[str]:
+    """The demo patient's wallet, topped up through the sandbox gateway (its hosted page and signed
+    webhook, as a person would), and a delivery order paid from it: its money waits in escrow."""
+    await set_context(session, patient.tenant_id, patient.account_id)
+    if any(o.payment_method == "online" for o in await pharmacy.my_orders(session, patient)):
+        return []
+    currency = (await pharmacy.get_pharmacy(session, patient, pharmacy_id)).currency
+    topped = await payments.top_up(session, patient, amount_minor=100_000 if currency == "INR" else 5_000,
+                                   currency=currency)
+    await payments.sandbox_settle(session, topped.provider_ref, "pay")
+    await set_context(session, patient.tenant_id, patient.account_id)
+    found = await pharmacy.search_medicines(session, patient, q="cetirizine", pharmacy_id=pharmacy_id, limit=1)
+    await pharmacy.add_to_cart(session, patient, found.items[0].id, 1)
+    order = await pharmacy.checkout(session, patient, pharmacy_id=pharmacy_id, fulfilment="delivery",
+                                    contact_name=f"{details['given_name']} {details['family_name']}",
+                                    contact_phone=details["phone"], delivery_address="4 Park Street",
+                                    payment_method="online")
+    await payments.create_intent(session, patient, purpose="order", reference_id=order.id, use_wallet=True)
+    return [f"wallet top-up and order {order.number} paid from it"]
 
 
 # slug -> directory entries; the first of each clinic is the demo doctor's own (linked to the login).

@@ -13,6 +13,8 @@ from carebase.messaging import service as _messaging_jobs  # noqa: F401  (the un
 from carebase.notifications import models as _notifications_models  # noqa: F401
 from carebase.notifications import service as _notifications_service  # noqa: F401  (the address resolver)
 from carebase.patients import events as _patients_events  # noqa: F401
+from carebase.payments import models as _payments_models  # noqa: F401
+from carebase.payments import service as _payments_service  # noqa: F401  (its jobs)
 from carebase.pharmacy import models as _pharmacy_models  # noqa: F401
 from carebase.platform import delivery as _delivery  # noqa: F401
 from carebase.platform import jobs as _jobs  # noqa: F401
@@ -45,6 +47,8 @@ ROUTERS = (
     "carebase.prescribing.pages",
     "carebase.pharmacy.routes",
     "carebase.pharmacy.pages",
+    "carebase.payments.routes",
+    "carebase.payments.pages",
     "carebase.messaging.pages",
     "carebase.audit.routes",
     "carebase.ops.routes",

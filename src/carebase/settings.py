@@ -78,6 +78,21 @@ class Settings(BaseSettings):
     courier_timeout_seconds: float = 15.0
     local_courier_step_seconds: int = 120
 
+    # Who takes card/UPI payments (payments/gateways.py): sandbox (built in: a hosted checkout page
+    # you can pay or fail, webhooks signed like Stripe's with payment_webhook_secret; the default,
+    # for demos and tests). The webhook secret is derived from the secret key when unset.
+    payment_provider: Literal["sandbox"] = "sandbox"
+    payment_webhook_secret: SecretStr | None = None
+    # What the provider keeps of each captured payment, in basis points (200 = 2 %), recorded
+    # against the merchant when the escrow is released.
+    payment_fee_bps: int = 200
+    # A merchant's released money is paid out in one batch this long after the first release.
+    payout_batch_seconds: int = 3600
+    # OTP on delivery: lifetime, tries, and the wait between resends.
+    delivery_otp_ttl_seconds: int = 30 * 60
+    delivery_otp_max_attempts: int = 5
+    delivery_otp_resend_seconds: int = 60
+
     # Who carries each channel (platform/channels). "local" keeps the message in the
     # outbound_messages table and nothing leaves the machine (demo, tests).
     email_provider: str = "local"  # local | smtp (smtp_host:smtp_port)

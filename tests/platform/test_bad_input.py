@@ -434,6 +434,9 @@ def string_cases(f: Fuzz, route: WriteRoute, values: tuple[str, ...], kind: str)
 
 def send(f: Fuzz, route: WriteRoute, case: Case, with_token: bool) -> httpx.Response:
     headers = bearer(f.token) if with_token else {}
+    if route.method == "POST":
+        # Routes that move money demand one (428 without): send a fresh key so the body is judged.
+        headers["Idempotency-Key"] = f"fuzz-{uuid.uuid4()}"
     url = url_of(f, route)  # creates the path's records, so call it once before a snapshot
     if case.raw is not None:
         return f.client.request(route.method, url, content=case.raw,

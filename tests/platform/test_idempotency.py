@@ -232,3 +232,17 @@ def test_an_unusable_key_is_refused_without_a_write(client, owner):
     body = patient_body()
     assert post_patient(client, tokens, body, "k" * 223 + uuid.uuid4().hex).status_code == 201
     assert patient_rows(owner, body) == 1
+
+
+def test_a_refusal_that_keeps_its_bookkeeping_does_not_keep_the_key(client, owner):
+    """A wrong password is refused but its failure count is committed (keep_writes): the key must
+    not be committed with it, or the corrected retry under the same key would find a claim with no
+    stored answer."""
+    key = new_key()
+    r = client.post("/api/v1/auth/token", data={"username": RECEPTIONIST, "password": "not it"},
+                    headers={"Idempotency-Key": key})
+    assert_problem(r, 401, "invalid-credentials")
+    assert owner.execute("SELECT count(*) FROM idempotency_keys WHERE key = %s", (key,)).fetchone()[0] == 0
+    r = client.post("/api/v1/auth/token", data={"username": RECEPTIONIST, "password": "carebase-demo"},
+                    headers={"Idempotency-Key": key})
+    assert r.status_code == 200 and r.json()["access_token"], r.text

@@ -68,6 +68,7 @@ class TenantB:
     medicine_id: uuid.UUID | None = None  # on sale at demo2's pharmacy (the marketplace shows it to all)
     order_id: uuid.UUID | None = None  # its patient's order there
     import_id: uuid.UUID | None = None  # a CSV import previewed by its pharmacist
+    payment_id: uuid.UUID | None = None  # its patient's payment for an order at its pharmacy (seeded)
 
 
 def _one(owner: psycopg.Connection, query: str, params: tuple) -> Any:
@@ -136,7 +137,8 @@ def load_tenant_b(owner: psycopg.Connection) -> TenantB:
                   "SELECT gen_random_uuid(), %s, %s, repeat('0', 64), 0, '[]', '[]' WHERE NOT EXISTS "
                   "(SELECT 1 FROM pharmacy_medicine_imports WHERE tenant_id = %s)", (tenant_id, admin, tenant_id))
     b.import_id = _one(owner, "SELECT id FROM pharmacy_medicine_imports WHERE tenant_id = %s LIMIT 1", (tenant_id,))
-    b.markers |= {str(b.order_id), str(b.import_id)}
+    b.payment_id = _one(owner, "SELECT id FROM payments WHERE tenant_id = %s ORDER BY created_at LIMIT 1", (tenant_id,))
+    b.markers |= {str(b.order_id), str(b.import_id), str(b.payment_id)}
     b.markers |= {str(b.appointment_id), str(b.exception_id), str(b.notification_id), str(b.encounter_id),
                   str(b.push_device_id), str(b.conversation_id), str(b.message_id), str(b.attachment_id),
                   str(b.consultation_id), str(b.prescription_id)}
@@ -202,6 +204,7 @@ PATH_PARAMS: dict[str, Callable[[TenantB], Any]] = {
     "order_id": lambda b: b.order_id,
     "pharmacy_id": lambda b: b.tenant_id,  # a pharmacy is its organization
     "import_id": lambda b: b.import_id,
+    "payment_id": lambda b: b.payment_id,
 }
 
 # Query parameters: demo2's values where the name refers to something of demo2's; None leaves the
@@ -246,6 +249,8 @@ QUERY_PARAMS: dict[str, Callable[[TenantB], Any] | None] = {
     "same_pharmacy": None,
     "open": None,
     "skip_invalid": None,
+    "scope": None,  # payments/transactions: the caller's own, or their organization's
+    "currency": None,
 }
 
 
@@ -255,6 +260,10 @@ class Caller:
     email: str
     password: str
     tokens: dict
+
+
+def _with_key(c: Caller) -> dict[str, str]:
+    return {**bearer(c.tokens), "Idempotency-Key": f"walk-{uuid.uuid4()}"}
 
 
 # A minimal valid body per route that needs one (httpx keyword arguments). They never name demo2
@@ -344,6 +353,16 @@ BODIES: dict[tuple[str, str], Callable[[Caller, TenantB], dict]] = {
     ("POST", "/api/v1/patient/orders"): lambda c, b: {"json": {
         "pharmacy_id": str(b.tenant_id), "fulfilment": "pickup", "contact_name": "Route Walker"}},
     ("PATCH", "/api/v1/patient/orders/{order_id}/cancel"): lambda c, b: {"json": {"reason": "route walk"}},
+    # Money: paying for, confirming and refunding demo2's order and payment are the probes; a
+    # top-up is the caller's own wallet. Money-moving POSTs carry their Idempotency-Key.
+    ("POST", "/api/v1/payments/create-intent"): lambda c, b: {"json": {"purpose": "order",
+                                                                       "reference_id": str(b.order_id)},
+                                                              "headers": _with_key(c)},
+    ("POST", "/api/v1/payments/confirm"): lambda c, b: {"json": {"payment_id": str(b.payment_id)}},
+    ("POST", "/api/v1/payments/refund"): lambda c, b: {"json": {"payment_id": str(b.payment_id), "reason": "walk"},
+                                                       "headers": _with_key(c)},
+    ("POST", "/api/v1/wallet/top-up"): lambda c, b: {"json": {"amount_minor": 100}, "headers": _with_key(c)},
+    ("POST", "/api/v1/pharmacy/orders/{order_id}/delivery-code"): lambda c, b: {"json": {"code": "123456"}},
     ("POST", "/api/v1/appointments/{appointment_id}/status"): lambda c, b: {"json": {"status": "cancelled",
                                                                                      "reason": "walk"}},
     ("POST", "/api/v1/appointments/{appointment_id}/reschedule"): lambda c, b: {"json": {

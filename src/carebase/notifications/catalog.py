@@ -33,6 +33,9 @@ TYPES = {t.name: t for t in (
     NotificationType("stock.low", "orders", ("email", "push")),  # to the pharmacy's staff
     NotificationType("payment.received", "payments", ("email", "push")),
     NotificationType("payment.refunded", "payments", ("email", "push")),
+    NotificationType("payment.failed", "payments", ("push", "email")),
+    # The code the patient gives the courier: a text message first, and it cannot wait for morning.
+    NotificationType("order.delivery_code", "orders", ("sms", "whatsapp", "email"), urgent=True),
     NotificationType("prescription.approved", "prescriptions", _PUSH_FIRST),
     NotificationType("prescription.rejected", "prescriptions", _PUSH_FIRST),
     # The seed's documents chain is e-mail -> backup SMTP -> WhatsApp; one e-mail channel here,

@@ -21,6 +21,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     Numeric,
 
     String,
@@ -233,4 +234,20 @@ medicine_imports = Table(
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("committed_at", DateTime(timezone=True), nullable=True),
     Column("result", JSONB, nullable=True),  # {"created": n, "updated": n, "unchanged": n, "skipped": n}
+)
+
+# The code the patient gives the courier at the door (OTP on delivery): kept as an HMAC, never
+# in clear; a few tries, an expiry, and a cool-down between resends.
+delivery_otps = Table(
+    "pharmacy_delivery_otps",
+    metadata,
+    Column("order_id", UUID(as_uuid=True), ForeignKey("pharmacy_orders.id"), primary_key=True),
+    Column("tenant_id", UUID(as_uuid=True), nullable=False),
+    Column("patient_account_id", UUID(as_uuid=True), nullable=False),
+    Column("code_hash", LargeBinary, nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("sends", Integer, nullable=False),
+    Column("sent_at", DateTime(timezone=True), nullable=False),
+    Column("verified_at", DateTime(timezone=True), nullable=True),
 )

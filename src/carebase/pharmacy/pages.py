@@ -25,15 +25,6 @@ router = APIRouter(include_in_schema=False)
 Text = Annotated[str, Form(max_length=500)]
 
 
-def money(minor: int, currency: str) -> str:
-    """Minor units for people: 3150 INR -> "₹31.50"."""
-    symbol = {"INR": "₹", "EUR": "€", "USD": "$", "GBP": "£"}.get(currency, currency + " ")
-    return f"{symbol}{minor // 100:,}.{minor % 100:02d}"
-
-
-templates.env.globals["money"] = money
-
-
 async def _act(session, principal: Principal | None, command, redirect=None,
                error_id: str = "pharmacy-error") -> Response:
     return await form_command(session, principal, command, error_id=error_id, redirect=redirect)
@@ -208,3 +199,13 @@ async def order_fragment(request: Request, order_id: uuid.UUID, session: DbSessi
 async def cancel_from_page(request: Request, order_id: uuid.UUID, session: DbSession, principal: PagePrincipal):
     return await _act(session, principal, lambda: service.move(session, principal, order_id, "cancelled",
                                                                note="cancelled in the portal"))
+
+
+@router.post("/portal/orders/{order_id}/delivery-code/resend", response_class=HTMLResponse)
+async def resend_code_from_page(order_id: uuid.UUID, session: DbSession, principal: PagePrincipal):
+    if principal is None:
+        return HTMLResponse("", status_code=401)
+    done = await refusable(session, lambda: service.resend_delivery_code(session, principal, order_id))
+    if isinstance(done, DomainError):
+        return refusal(done, "pharmacy-error")
+    return HTMLResponse('<small id="code-sent">A new code is on its way.</small>')

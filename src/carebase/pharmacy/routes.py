@@ -224,7 +224,32 @@ async def complete_order(order_id: uuid.UUID, principal: CurrentPrincipal, sessi
     return order_out(await service.move(session, principal, order_id, "completed"))
 
 
+@router.post("/pharmacy/orders/{order_id}/delivery-code", response_model=schemas.OrderOut,
+             summary="The courier enters the patient's delivery code (an order paid online): right, and the order is "
+                     "delivered and completed and its money released from escrow to the pharmacy; wrong, and nothing "
+                     "moves (5 tries per code)")
+async def verify_delivery_code(order_id: uuid.UUID, body: schemas.DeliveryCodeIn, principal: CurrentPrincipal,
+                               session: DbSession) -> schemas.OrderOut:
+    return order_out(await service.verify_delivery_code(session, principal, order_id, body.code))
+
+
+@router.post("/pharmacy/orders/{order_id}/delivery-code/resend", status_code=status.HTTP_202_ACCEPTED,
+             summary="Text the patient a new delivery code (at most one a minute)")
+async def pharmacy_resend_code(order_id: uuid.UUID, principal: CurrentPrincipal, session: DbSession) -> dict:
+    require(principal, "manage:own_orders")
+    await service.resend_delivery_code(session, principal, order_id)
+    return {"sent": True}
+
+
 # -- the patient's side --------------------------------------------------------------------------
+
+
+@router.post("/patient/orders/{order_id}/delivery-code/resend", status_code=status.HTTP_202_ACCEPTED,
+             summary="Send yourself a new delivery code for an order at your door (at most one a minute)")
+async def patient_resend_code(order_id: uuid.UUID, principal: CurrentPrincipal, session: DbSession) -> dict:
+    require(principal, "create:orders")
+    await service.resend_delivery_code(session, principal, order_id)
+    return {"sent": True}
 
 
 @router.get("/patient/pharmacies", response_model=list[schemas.PharmacyOut],

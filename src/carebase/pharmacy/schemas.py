@@ -178,6 +178,10 @@ class ReasonIn(Strict):
     reason: str = Field(min_length=1, max_length=500)
 
 
+class DeliveryCodeIn(Strict):
+    code: str = Field(pattern=r"^\s*\d{6}\s*$", description="The 6 digits the patient reads out at the door")
+
+
 class CancelIn(Strict):
     reason: str | None = Field(default=None, max_length=500)
 

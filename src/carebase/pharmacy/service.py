@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import re
+import secrets
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -29,12 +30,14 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from carebase.knowledge import service as knowledge
-from carebase.pharmacy import couriers
 from carebase.notifications import service as notifications
+from carebase.payments import service as payments
+from carebase.pharmacy import couriers
 from carebase.pharmacy.models import (
     IDENTITY,
     ORDER_NUMBERS,
     cart_items,
+    delivery_otps,
     medicine_words,
     order_events,
     order_items,
@@ -43,10 +46,10 @@ from carebase.pharmacy.models import (
     pharmacy_medicines,
     stock_events,
 )
-from carebase.platform import jobs, realtime
+from carebase.platform import crypto, jobs, realtime
 from carebase.platform.authz import Principal, require, require_tenant
 from carebase.platform.db import set_context
-from carebase.platform.errors import Conflict, NotFound, ValidationFailed
+from carebase.platform.errors import Conflict, NotFound, TooManyRequests, ValidationFailed
 from carebase.platform.ids import new_id
 from carebase.prescribing import service as prescribing
 from carebase.settings import get_settings
@@ -1072,9 +1075,13 @@ async def _record(session: AsyncSession, order_id: uuid.UUID, tenant_id: uuid.UU
 
 async def move(session: AsyncSession, principal: Principal | None, order_id: uuid.UUID, status: str, *,
                actor: str | None = None, note: str | None = None, expected_version: int | None = None,
-               courier: dict[str, str | None] | None = None) -> Order:
+               courier: dict[str, str | None] | None = None, code_checked: bool = False) -> Order:
     """Move an order along the state machine. ``actor`` is worked out from the principal
-    (the pharmacy's staff, or the order's patient); couriers and the system name themselves."""
+    (the pharmacy's staff, or the order's patient); couriers and the system name themselves.
+
+    An order paid online is packed only once paid, and is delivered only with the patient's
+    delivery code (``verify_delivery_code``): its money waits in escrow until then, and completion
+    releases it to the pharmacy. Closing it any other way refunds whatever was paid."""
     row = await _order_row(session, order_id, lock=True)
     if actor is None:
         assert principal is not None
@@ -1093,8 +1100,18 @@ async def move(session: AsyncSession, principal: Principal | None, order_id: uui
         raise Conflict(f"The {actor} cannot move an order to {status}.", code="not-your-move")
     if status in ("rejected", "cancelled") and not (note or "").strip() and actor == "pharmacy":
         raise ValidationFailed("Say why the order is rejected: the patient reads it.", code="reason-required")
+    online = row.payment_method == "online"
+    if online and status in ("packed", "completed") and row.payment_status != "paid":
+        raise Conflict(f"Order {row.number} is paid online and the payment has not arrived yet: wait for it "
+                       "before packing.", code="awaiting-payment")
+    if online and status == "delivered" and not code_checked:
+        raise Conflict(f"Order {row.number} was paid online: it is delivered when the courier enters the patient's "
+                       "delivery code.", code="delivery-code-required")
     if status in RELEASING:
         await session.execute(text("SELECT pharmacy_release(:id)"), {"id": order_id})
+        if online:
+            await payments.refund_later(session, "order", order_id, row.tenant_id,
+                                        f"order {row.number} {STATUS_TEXT[status]}")
     values: dict[str, Any] = {"status": status, "updated_at": func.now(), "version": row.version + 1}
     if status in RELEASING and note:
         values["reason"] = note.strip()[:500]
@@ -1108,6 +1125,11 @@ async def move(session: AsyncSession, principal: Principal | None, order_id: uui
             await _stock_event(session, principal, item.medicine_id, -int(item.q), "sold", order_id=order_id,
                                release=int(item.q))
         await session.execute(update(orders).where(orders.c.id == order_id).values(stock_held=False))
+        if online:
+            await payments.release_escrow(session, row.tenant_id, row.currency, order_id)
+    if status == "out_for_delivery" and online:
+        await jobs.defer(session, "pharmacy.send_delivery_code", tenant_id=str(row.patient_tenant_id),
+                         account_id=str(row.patient_account_id), order_id=str(order_id))
     await session.execute(update(orders).where(orders.c.id == order_id).values(**values))
     await _record(session, order_id, row.tenant_id, row.patient_account_id, status, actor, (note or "").strip() or None)
     await realtime.publish(session, f"tenant:{row.tenant_id}:orders",
@@ -1260,9 +1282,12 @@ async def dispatch(session: AsyncSession, principal: Principal, order_id: uuid.U
 async def local_courier_step(session: AsyncSession, order_id: uuid.UUID) -> str | None:
     """The local courier's next step for an order it carries; None when it has arrived (or the
     pharmacy moved it on already)."""
-    row = (await session.execute(select(orders.c.status, orders.c.courier).where(orders.c.id == order_id))).first()
+    row = (await session.execute(select(orders.c.status, orders.c.courier, orders.c.payment_method)
+                                 .where(orders.c.id == order_id))).first()
     if row is None or row.courier != "local" or row.status not in ("shipped", "out_for_delivery"):
         return None
+    if row.status == "out_for_delivery" and row.payment_method == "online":
+        return None  # at the door: delivered when the patient's code is entered
     nxt = DELIVERY_STEPS[DELIVERY_STEPS.index(row.status) + 1]
     await move(session, None, order_id, nxt, actor="courier", note="local courier")
     return nxt
@@ -1278,10 +1303,13 @@ async def courier_update(session: AsyncSession, update_: couriers.CourierUpdate,
     await set_context(session, found.tenant_id, None)
     if update_.status is None:
         return f"nothing to do for {update_.courier_status!r}"
-    status = (await session.execute(select(orders.c.status).where(orders.c.id == found.id))).scalar()
+    status, method = (await session.execute(select(orders.c.status, orders.c.payment_method)
+                                            .where(orders.c.id == found.id))).one()
     if status not in DELIVERY_STEPS:
         return f"order is {status}"
     here, there = DELIVERY_STEPS.index(status), DELIVERY_STEPS.index(update_.status)
+    if method == "online" and update_.status == "delivered":
+        there -= 1  # a paid order is delivered by the patient's code, not the courier's word
     for step in DELIVERY_STEPS[here + 1:there + 1]:
         await move(session, None, found.id, step, actor="courier", note=f"{provider}: {update_.courier_status}")
     return "applied" if there > here else "already there"
@@ -1294,3 +1322,169 @@ async def _local_courier_job(db, order_id: str, tenant_id: str) -> None:
             await jobs.defer(session, "pharmacy.local_courier_step",
                              delay_seconds=get_settings().local_courier_step_seconds, order_id=order_id,
                              tenant_id=tenant_id)
+
+
+# -- paying for an order (payments calls these through its "order" purpose) ----------------------
+
+
+class _OrderPurpose:
+    """What payments needs to know of an order: what is owed and by whom, and what to do once it
+    is paid or refunded. Its money waits in the pharmacy's escrow until delivery."""
+
+    escrow = True
+
+    async def payable(self, session: AsyncSession, principal: Principal, reference_id: uuid.UUID) -> payments.Payable:
+        require(principal, "create:orders")
+        row = await _order_row(session, reference_id)
+        if _visible_to(principal, row) != "patient":
+            raise NotFound("No such order.", code="order-not-found")
+        if row.payment_method != "online":
+            raise Conflict(f"Order {row.number} is paid {'on delivery' if row.fulfilment == 'delivery' else 'at pickup'}"
+                           ", not online.", code="not-paid-online")
+        if row.status in CLOSED:
+            raise Conflict(f"Order {row.number} is {STATUS_TEXT[row.status]}: there is nothing to pay.",
+                           code="order-closed")
+        if row.payment_status != "pending":
+            raise Conflict(f"Order {row.number} is paid already.", code="already-paid")
+        return payments.Payable(tenant_id=row.tenant_id, account_id=row.patient_account_id,
+                                notify_tenant_id=row.patient_tenant_id, total_minor=row.total_minor,
+                                currency=row.currency, description=f"Order {row.number} at {row.pharmacy_name}",
+                                return_url=f"/portal/orders/{row.id}")
+
+    async def paid(self, session: AsyncSession, reference_id: uuid.UUID) -> bool:
+        row = await _order_row(session, reference_id, lock=True)
+        if row.status in CLOSED:
+            return False
+        if row.payment_status == "paid":
+            return True
+        await session.execute(update(orders).where(orders.c.id == reference_id).values(
+            payment_status="paid", expires_at=None, updated_at=func.now(), version=row.version + 1))
+        await _record(session, reference_id, row.tenant_id, row.patient_account_id, row.status, "system", "paid")
+        for channel in (f"tenant:{row.tenant_id}:orders", f"account:{row.patient_account_id}"):
+            await realtime.publish(session, channel, {"type": "order:paid", "id": str(reference_id)})
+        return True
+
+    async def refunded(self, session: AsyncSession, reference_id: uuid.UUID, fully: bool) -> None:
+        if fully:
+            await session.execute(update(orders).where(orders.c.id == reference_id, orders.c.payment_status == "paid")
+                                  .values(payment_status="refunded", updated_at=func.now(),
+                                          version=orders.c.version + 1))
+
+
+payments.register_purpose("order", _OrderPurpose())
+
+
+# -- OTP on delivery -------------------------------------------------------------------------------
+
+
+def _code_hash(order_id: uuid.UUID, code: str) -> bytes:
+    return bytes.fromhex(crypto.keyring().keyed_hash(f"delivery-code:{order_id}:{code}"))
+
+
+def _cool_down(sent_at: datetime) -> None:
+    """429 while the last code is younger than the resend cool-down."""
+    wait = (sent_at + timedelta(seconds=get_settings().delivery_otp_resend_seconds) - datetime.now(UTC)).total_seconds()
+    if wait > 0:
+        seconds = math.ceil(wait)
+        raise TooManyRequests(f"A new code can be sent in {seconds} s.", code="resend-too-soon",
+                              headers={"Retry-After": str(seconds)}, retry_after=seconds)
+
+
+async def send_delivery_code(session: AsyncSession, order_id: uuid.UUID, *, resend: bool = False) -> bool:
+    """Make a new 6-digit code for an order at the door and text it to the patient (the job's work,
+    in the patient's organization). A resend waits for the cool-down."""
+    settings = get_settings()
+    row = (await session.execute(select(orders.c.id, orders.c.number, orders.c.status, orders.c.tenant_id,
+                                        orders.c.patient_account_id, orders.c.patient_tenant_id)
+                                 .where(orders.c.id == order_id))).first()
+    if row is None or row.status != "out_for_delivery":
+        return False
+    current = (await session.execute(select(delivery_otps).where(delivery_otps.c.order_id == order_id)
+                                     .with_for_update())).first()
+    now = datetime.now(UTC)
+    if current is not None:
+        if current.verified_at is not None:
+            return False
+        if not resend:
+            return False  # the job ran twice: the first code stands
+        _cool_down(current.sent_at)
+    code = f"{secrets.randbelow(10**6):06d}"
+    values = {"code_hash": _code_hash(order_id, code), "expires_at": now + timedelta(seconds=settings.delivery_otp_ttl_seconds),
+              "attempts": 0, "sent_at": now}
+    await session.execute(insert(delivery_otps).values(
+        order_id=order_id, tenant_id=row.tenant_id, patient_account_id=row.patient_account_id, sends=1, **values)
+        .on_conflict_do_update(index_elements=[delivery_otps.c.order_id],
+                               set_={**values, "sends": delivery_otps.c.sends + 1}))
+    await notifications.notify(session, tenant_id=row.patient_tenant_id, account_id=row.patient_account_id,
+                               type="order.delivery_code", event_key=f"{order_id}:{now.timestamp()}",
+                               data={"order_number": row.number, "code": code,
+                                     "minutes": settings.delivery_otp_ttl_seconds // 60},
+                               link=f"/portal/orders/{order_id}")
+    return True
+
+
+@jobs.job("pharmacy.send_delivery_code")
+async def _send_delivery_code_job(db, tenant_id: str, account_id: str, order_id: str) -> None:
+    async with db.transaction(uuid.UUID(tenant_id), uuid.UUID(account_id)) as session:
+        await send_delivery_code(session, uuid.UUID(order_id))
+
+
+async def resend_delivery_code(session: AsyncSession, principal: Principal, order_id: uuid.UUID) -> None:
+    """The patient (or the pharmacy, for them) asks for a new code: at most one a minute."""
+    row = await _order_row(session, order_id)
+    _visible_to(principal, row)
+    if row.status != "out_for_delivery" or row.payment_method != "online":
+        raise Conflict(f"Order {row.number} is {STATUS_TEXT[row.status]}: it has no delivery code to send.",
+                       code="no-delivery-code")
+    if principal.account_id == row.patient_account_id:
+        await send_delivery_code(session, order_id, resend=True)
+        return
+    # The pharmacy's transaction cannot write the patient's notices in their organization: check
+    # the cool-down here, send from a job there.
+    sent = (await session.execute(select(delivery_otps.c.sent_at).where(delivery_otps.c.order_id == order_id))).scalar()
+    if sent is not None:
+        _cool_down(sent)
+    await jobs.defer(session, "pharmacy.resend_delivery_code", tenant_id=str(row.patient_tenant_id),
+                     account_id=str(row.patient_account_id), order_id=str(order_id))
+
+
+@jobs.job("pharmacy.resend_delivery_code")
+async def _resend_delivery_code_job(db, tenant_id: str, account_id: str, order_id: str) -> None:
+    async with db.transaction(uuid.UUID(tenant_id), uuid.UUID(account_id)) as session:
+        try:
+            await send_delivery_code(session, uuid.UUID(order_id), resend=True)
+        except TooManyRequests:
+            pass  # sent meanwhile
+
+
+async def verify_delivery_code(session: AsyncSession, principal: Principal, order_id: uuid.UUID, code: str) -> Order:
+    """The courier enters the patient's code at the door: right, and the order is delivered and
+    completed and its escrow released to the pharmacy; wrong, and nothing moves but the count of
+    tries (five, then a new code is needed)."""
+    require(principal, "manage:own_orders")
+    row = await _order_row(session, order_id, lock=True)
+    if _visible_to(principal, row) != "pharmacy":
+        raise NotFound("No such order.", code="order-not-found")
+    otp = (await session.execute(select(delivery_otps).where(delivery_otps.c.order_id == order_id)
+                                 .with_for_update())).first()
+    if row.status != "out_for_delivery" or otp is None or otp.verified_at is not None:
+        raise Conflict(f"Order {row.number} is {STATUS_TEXT[row.status]}: there is no delivery code to check.",
+                       code="no-delivery-code")
+    max_attempts = get_settings().delivery_otp_max_attempts
+    if otp.attempts >= max_attempts:
+        raise TooManyRequests("Too many wrong codes: ask the patient to send a new one from their order page.",
+                              code="too-many-attempts")
+    if otp.expires_at <= datetime.now(UTC):
+        raise Conflict("This delivery code has expired: ask the patient to send a new one from their order page.",
+                       code="code-expired")
+    if not secrets.compare_digest(otp.code_hash, _code_hash(order_id, (code or "").strip())):
+        await session.execute(update(delivery_otps).where(delivery_otps.c.order_id == order_id).values(
+            attempts=otp.attempts + 1))
+        left = max_attempts - otp.attempts - 1
+        raise ValidationFailed(f"That is not the delivery code ({left} tries left).", code="wrong-code",
+                               keep_writes=True, attempts_left=left)
+    await session.execute(update(delivery_otps).where(delivery_otps.c.order_id == order_id).values(
+        verified_at=func.now()))
+    await move(session, principal, order_id, "delivered", actor="courier", note="delivery code entered",
+               code_checked=True)
+    return await move(session, principal, order_id, "completed", actor="system", note="delivered with the code")

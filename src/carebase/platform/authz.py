@@ -21,6 +21,7 @@ PERMISSIONS: dict[str, frozenset[str]] = {
         "manage:settings", "manage:locations", "read:members", "manage:jobs",
         "read:providers", "write:providers", "verify:providers", "manage:schedules", "manage:appointments",
         "read:charts",  # the records office: answering a patient's request for their whole record
+        "manage:payments",  # refunds, the organization's transactions and balance
     }),
     "doctor": frozenset({"read:patients", "write:patients", "manage:prescriptions", "manage:appointments",
                          "write:charts", "read:charts", "read:members", "read:providers", "read:consultations"}),
@@ -32,7 +33,8 @@ PERMISSIONS: dict[str, frozenset[str]] = {
                              "read:providers"}),
     "lab": frozenset({"read:lab_orders", "manage:lab_results", "read:providers"}),
     "patient": frozenset({"read:own_record", "manage:own_profile", "read:pharmacies", "create:orders",
-                          "read:own_orders", "read:providers", "book:own_appointments", "create:consultations"}),
+                          "read:own_orders", "read:providers", "book:own_appointments", "create:consultations",
+                          "manage:own_wallet"}),
 }
 
 

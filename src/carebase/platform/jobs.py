@@ -145,6 +145,21 @@ async def defer(session: AsyncSession, name: str, *, delay_seconds: float = 0, r
     return await defer_raw(pg, name, run_at=when, queueing_lock=queueing_lock, **args)
 
 
+async def defer_once(session: AsyncSession, name: str, *, queueing_lock: str, delay_seconds: float = 0,
+                     **args: Any) -> int | None:
+    """``defer`` unless a job with this ``queueing_lock`` is already waiting (then None): for
+    batches, where the job already queued will do this caller's work too. A savepoint keeps the
+    refusal from spoiling the caller's transaction."""
+    pg, info = await raw_connection(session)
+    await send_pending_context(pg, info)
+    when = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=delay_seconds) if delay_seconds else None
+    try:
+        async with pg.transaction():
+            return await defer_raw(pg, name, run_at=when, queueing_lock=queueing_lock, **args)
+    except psycopg.errors.UniqueViolation:
+        return None
+
+
 async def defer_raw(pg: psycopg.AsyncConnection, name: str, *, run_at: dt.datetime | None = None,
                     queueing_lock: str | None = None, **args: Any) -> int:
     """``defer`` on a psycopg connection whose transaction (and tenant context) is already the

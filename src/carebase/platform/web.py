@@ -233,6 +233,11 @@ class RequestMiddleware:
                 ok = status < 400
                 if ok and idem is not None:
                     await self._store(rscope, idem, start_msg, b"".join(chunks))
+                elif idem is not None and rscope.keep_writes:
+                    # A refusal whose bookkeeping is kept (a failed sign-in) must not keep the key
+                    # too: refusals are not replayed, so the same key may be retried.
+                    await rscope.session.execute(idempotency_keys.delete().where(
+                        idempotency_keys.c.scope == rscope.idem_scope, idempotency_keys.c.key == idem))
                 await rscope.finish(commit=ok or rscope.keep_writes)
                 await send_plain(start_msg)
                 await send_plain({"type": "http.response.body", "body": b"".join(chunks)})
@@ -562,3 +567,16 @@ CurrentPrincipal = Annotated[Principal, Depends(_principal)]
 OptionalPrincipal = Annotated[Principal | None, Depends(_optional_principal)]
 PagePrincipal = Annotated[Principal | None, Depends(_soft_principal)]
 DbSession = Annotated[AsyncSession, Depends(db_session)]
+
+
+def _idempotency_key_required(request: Request) -> str:
+    key = request.headers.get("idempotency-key")
+    if not key:
+        raise ValidationFailed("This request moves money: send an Idempotency-Key header (any unique string, such "
+                               "as a UUID) so that a retry cannot pay or refund twice.",
+                               code="idempotency-key-required", status=428)
+    return key
+
+
+# For routes that move money: the key is mandatory there (RequestMiddleware does the rest).
+IdempotencyKey = Annotated[str, Depends(_idempotency_key_required)]

@@ -22,6 +22,7 @@ from carebase.patients import service as patients
 from carebase.platform.authz import Principal
 from carebase.platform import tokens
 from carebase.platform.errors import DomainError, NotAuthenticated
+from carebase.platform.money import money
 from carebase.platform.web import (
     ACCESS_COOKIE,
     CSRF_COOKIE,
@@ -38,6 +39,7 @@ from carebase.tenants import service as tenants
 
 router = APIRouter(include_in_schema=False)
 templates = Jinja2Templates(directory=Path(__file__).resolve().parent.parent / "web" / "templates")
+templates.env.globals["money"] = money
 
 ROLE_TITLES = {"admin": "Administration", "doctor": "Clinician", "nurse": "Nursing", "receptionist": "Front desk",
                "pharmacist": "Pharmacy", "lab": "Laboratory", "patient": "My health", "superadmin": "Platform"}

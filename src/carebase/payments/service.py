@@ -1,0 +1,720 @@
+"""Payments: paying for things through a gateway and the wallet, webhooks, refunds, the wallet,
+escrow and payouts. Every amount is integer minor units with its currency.
+
+How money flows (each arrow one balanced journal in the ledger, ``ledger.py``):
+* top-up: platform clearing → the patient's wallet, when the gateway says the payment succeeded;
+* paying for an order: wallet → the pharmacy's escrow (at once), and/or clearing → escrow (when
+  the gateway's webhook says the card or UPI payment succeeded); the order is paid when its escrow
+  holds its total;
+* delivery with the OTP: escrow → the pharmacy's payable, less the provider's fee (→ provider
+  fees); a payout job later moves the payable out (→ clearing), in batches;
+* refund: escrow (or, after release, the payable) → back where the money came from: the wallet
+  part to the wallet, the gateway part to clearing (and the provider refunds the card).
+
+What a payment is for is a *purpose* another domain registers (``register_purpose``): it says
+what is owed (``payable``) and hears when it is paid (``paid``). The pharmacy registers "order";
+the wallet top-up is this domain's own.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+from sqlalchemy import func, select, text, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from carebase.notifications import service as notifications
+from carebase.payments import gateways, ledger
+from carebase.payments.models import payment_transactions, payments, payouts, refunds, webhook_events
+from carebase.platform import jobs, realtime
+from carebase.platform.authz import Principal, require, require_tenant
+from carebase.platform.db import set_context
+from carebase.platform.errors import Conflict, Forbidden, NotFound, ValidationFailed
+from carebase.platform.ids import new_id
+from carebase.platform.logging import get_logger
+from carebase.platform.money import money
+from carebase.settings import get_settings
+
+log = get_logger("carebase.payments")
+
+OPEN = ("created", "processing")
+
+
+@dataclass(frozen=True)
+class Payable:
+    """What a purpose says is owed for one of its things."""
+    tenant_id: uuid.UUID | None  # the merchant (None: the platform)
+    account_id: uuid.UUID  # who pays
+    notify_tenant_id: uuid.UUID  # where the payer reads their notices
+    total_minor: int
+    currency: str
+    description: str
+    return_url: str
+
+
+class Purpose(Protocol):
+    escrow: bool  # the money waits in the merchant's escrow until delivery
+
+    async def payable(self, session: AsyncSession, principal: Principal, reference_id: uuid.UUID) -> Payable: ...
+
+    async def paid(self, session: AsyncSession, reference_id: uuid.UUID) -> bool:
+        """Hear that it is paid in full; False if the thing was closed meanwhile (it is refunded)."""
+        ...
+
+    async def refunded(self, session: AsyncSession, reference_id: uuid.UUID, fully: bool) -> None:
+        """Hear that money went back (all of it, or part)."""
+        ...
+
+
+_purposes: dict[str, Purpose] = {}
+
+
+def register_purpose(name: str, purpose: Purpose) -> None:
+    _purposes[name] = purpose
+
+
+def _purpose(name: str) -> Purpose:
+    if name not in _purposes:
+        raise ValidationFailed(f"Nothing called {name!r} can be paid for here (use one of "
+                               f"{', '.join(sorted(_purposes))}).", code="bad-purpose")
+    return _purposes[name]
+
+
+@dataclass
+class Payment:
+    id: uuid.UUID
+    purpose: str
+    reference_id: uuid.UUID
+    description: str
+    amount_minor: int
+    wallet_minor: int
+    currency: str
+    provider: str
+    provider_ref: str | None
+    status: str
+    captured_minor: int
+    refunded_minor: int
+    fee_minor: int
+    failure_reason: str | None
+    checkout_url: str | None
+    return_url: str | None
+    created_at: datetime
+    updated_at: datetime
+
+    @property
+    def total_minor(self) -> int:
+        return self.amount_minor + self.wallet_minor
+
+
+_FIELDS = tuple(Payment.__dataclass_fields__)
+
+
+def _payment(row) -> Payment:
+    m = row._mapping
+    return Payment(**{k: m[k] for k in _FIELDS})
+
+
+async def _record(session: AsyncSession, p, type: str, status: str, amount: int, *, provider: str | None = None,
+                  provider_ref: str | None = None, event_id: str | None = None, note: str | None = None) -> None:
+    await session.execute(payment_transactions.insert().values(
+        payment_id=p.id, tenant_id=p.tenant_id, payer_account_id=p.payer_account_id, type=type, status=status,
+        amount_minor=amount, currency=p.currency, provider=provider or p.provider,
+        provider_ref=provider_ref or p.provider_ref, event_id=event_id, note=note))
+
+
+def _type_of(purpose: str) -> str:
+    return {"order": "order_payment", "wallet_topup": "wallet_topup"}.get(purpose, f"{purpose}_payment")
+
+
+async def _escrow(session: AsyncSession, tenant_id: uuid.UUID, currency: str) -> uuid.UUID:
+    return await ledger.account(session, ledger.ESCROW, currency, owner_tenant=tenant_id)
+
+
+async def _platform(session: AsyncSession, kind: str, currency: str) -> uuid.UUID:
+    return await ledger.account(session, kind, currency)
+
+
+async def _wallet(session: AsyncSession, account_id: uuid.UUID, currency: str) -> uuid.UUID:
+    return await ledger.account(session, ledger.WALLET, currency, owner_account=account_id)
+
+
+async def _lock(session: AsyncSession, key: str) -> None:
+    await session.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"), {"k": key})
+
+
+# -- paying ---------------------------------------------------------------------------------------
+
+
+async def create_intent(session: AsyncSession, principal: Principal, *, purpose: str, reference_id: uuid.UUID,
+                        use_wallet: bool = False, wallet_minor: int | None = None) -> Payment:
+    """Start paying for something: as much as asked from the wallet at once, the rest through the
+    gateway (its checkout page, then its webhook). A thing already paid is refused; an open gateway
+    payment for the same amount is handed back rather than doubled."""
+    handler = _purpose(purpose)
+    payable = await handler.payable(session, principal, reference_id)
+    if payable.account_id != principal.account_id:
+        raise Forbidden("Only the person who owes it pays for it here.", code="not-your-payment")
+    ref = str(reference_id)
+    await _lock(session, f"pay:{purpose}:{ref}")
+    due = payable.total_minor
+    if handler.escrow:
+        assert payable.tenant_id is not None
+        due -= await ledger.held(session, await _escrow(session, payable.tenant_id, payable.currency), ref)
+    if due <= 0:
+        raise Conflict(f"{payable.description} is paid already.", code="already-paid")
+    wallet_id = await _wallet(session, principal.account_id, payable.currency)
+    if wallet_minor is None:
+        take = min(due, await ledger.balance(session, wallet_id)) if use_wallet else 0
+    else:
+        if wallet_minor < 0 or wallet_minor > due:
+            raise ValidationFailed(f"wallet_minor is between 0 and what is due ({due}).", code="bad-wallet-amount")
+        take = wallet_minor
+    if purpose == "wallet_topup":
+        take = 0
+    card = due - take
+    open_ = (await session.execute(select(payments).where(
+        payments.c.purpose == purpose, payments.c.reference_id == reference_id, payments.c.status.in_(OPEN))
+        .with_for_update())).all()
+    for row in open_:
+        if row.amount_minor == card and take == 0:
+            return _payment(row)  # the checkout already under way
+        await session.execute(update(payments).where(payments.c.id == row.id).values(
+            status="cancelled", failure_reason="replaced by a new payment", updated_at=func.now(),
+            version=row.version + 1))
+        await _record(session, row, _type_of(purpose), "failed", row.amount_minor, note="replaced by a new payment")
+    settings = get_settings()
+    gw = gateways.gateway(settings) if card else None
+    payment_id = new_id()
+    values: dict[str, Any] = dict(
+        id=payment_id, tenant_id=payable.tenant_id, payer_account_id=principal.account_id,
+        payer_tenant_id=payable.notify_tenant_id, purpose=purpose,
+        reference_id=reference_id, description=payable.description[:200], owed_minor=payable.total_minor,
+        amount_minor=card, wallet_minor=take,
+        currency=payable.currency, provider=gw.name if gw else "wallet", status="created", captured_minor=0,
+        refunded_minor=0, fee_minor=0, return_url=payable.return_url, version=1)
+    await session.execute(payments.insert().values(**values))
+    row = (await session.execute(select(payments).where(payments.c.id == payment_id))).one()
+    if take:
+        await ledger.post(session, "wallet_payment", [(wallet_id, -take),
+                                                      (await _escrow(session, payable.tenant_id, payable.currency),
+                                                       take)],
+                          reference=ref, memo=payable.description[:200])
+        await session.execute(update(payments).where(payments.c.id == payment_id).values(captured_minor=take))
+        await _record(session, row, "wallet_payment", "success", take, provider="wallet")
+    if gw is None:
+        await session.execute(update(payments).where(payments.c.id == payment_id).values(status="succeeded"))
+        await _tell(session, row, "payment.received", take, f"{payment_id}:received")
+        await _settled(session, purpose, reference_id, payable.tenant_id)
+    else:
+        created = await gw.create(session, gateways.Charge(str(payment_id), card, payable.currency,
+                                                           payable.description))
+        await session.execute(update(payments).where(payments.c.id == payment_id).values(
+            provider_ref=created.ref, checkout_url=created.checkout_url))
+        row = (await session.execute(select(payments).where(payments.c.id == payment_id))).one()
+        await _record(session, row, _type_of(purpose), "pending", card)
+    return await get_payment(session, principal, payment_id)
+
+
+async def _settled(session: AsyncSession, purpose: str, reference_id: uuid.UUID, tenant_id: uuid.UUID | None) -> None:
+    """Everything owed is in: tell the purpose (or refund, when the thing closed meanwhile)."""
+    if not await _purpose(purpose).paid(session, reference_id):
+        await jobs.defer(session, "payments.refund_reference", purpose=purpose, reference_id=str(reference_id),
+                         reason="closed before the payment arrived", tenant_id=str(tenant_id) if tenant_id else None)
+
+
+async def get_payment(session: AsyncSession, principal: Principal, payment_id: uuid.UUID) -> Payment:
+    row = (await session.execute(select(payments).where(payments.c.id == payment_id))).first()
+    if row is None or not (row.payer_account_id == principal.account_id or
+                           (row.tenant_id is not None and row.tenant_id == principal.tenant_id and principal.is_staff)):
+        raise NotFound("No such payment.", code="payment-not-found")
+    return _payment(row)
+
+
+async def payments_for(session: AsyncSession, principal: Principal, purpose: str,
+                       reference_id: uuid.UUID) -> list[Payment]:
+    rows = (await session.execute(select(payments).where(payments.c.purpose == purpose,
+                                                         payments.c.reference_id == reference_id)
+                                  .order_by(payments.c.created_at))).all()
+    return [_payment(r) for r in rows
+            if r.payer_account_id == principal.account_id or (r.tenant_id == principal.tenant_id and principal.is_staff)]
+
+
+@dataclass
+class Transaction:
+    id: int
+    payment_id: uuid.UUID
+    type: str
+    status: str
+    amount_minor: int
+    currency: str
+    provider: str
+    provider_ref: str | None
+    note: str | None
+    at: datetime
+
+
+async def transactions(session: AsyncSession, principal: Principal, *, merchant: bool = False,
+                       limit: int = 100) -> list[Transaction]:
+    """The caller's own payments' history, or (``merchant``) their organization's."""
+    stmt = select(payment_transactions)
+    if merchant:
+        require(principal, "manage:own_orders", "manage:payments")
+        stmt = stmt.where(payment_transactions.c.tenant_id == principal.tenant_id)
+    else:
+        stmt = stmt.where(payment_transactions.c.payer_account_id == principal.account_id)
+    rows = (await session.execute(stmt.order_by(payment_transactions.c.id.desc()).limit(limit))).all()
+    return [Transaction(r.id, r.payment_id, r.type, r.status, r.amount_minor, r.currency, r.provider,
+                        r.provider_ref, r.note, r.at) for r in rows]
+
+
+# -- webhooks -------------------------------------------------------------------------------------
+
+
+async def handle_webhook(session: AsyncSession, provider: str, body: bytes, headers: dict[str, str]) -> str:
+    """A provider's event: signature first (400 and nothing written when it is wrong), then once
+    per event id (a replay is answered and changes nothing), then applied if it still moves the
+    payment forward (a late 'failed' after 'succeeded' is recorded and ignored)."""
+    gw = gateways.gateway(get_settings(), provider)
+    event = gw.read_webhook(body, {k.lower(): v for k, v in headers.items()})
+    fresh = await session.execute(insert(webhook_events).values(
+        provider=provider, event_id=event.id, type=event.provider_type[:60] or event.type, outcome="received")
+        .on_conflict_do_nothing().returning(webhook_events.c.event_id))
+    if fresh.first() is None:
+        return "duplicate"
+    outcome, payment_id = await _apply(session, provider, event)
+    await session.execute(update(webhook_events).where(
+        webhook_events.c.provider == provider, webhook_events.c.event_id == event.id).values(
+        outcome=outcome[:200], payment_id=payment_id))
+    log.info("payment_webhook", provider=provider, type=event.type, outcome=outcome)
+    return outcome
+
+
+async def _apply(session: AsyncSession, provider: str, event: gateways.WebhookEvent) -> tuple[str, uuid.UUID | None]:
+    if event.type == "other" or not event.ref:
+        return f"ignored: {event.provider_type or event.type}", None
+    found = (await session.execute(text("SELECT * FROM payment_for_provider(:p, :r)"),
+                                   {"p": provider, "r": event.ref})).first()
+    if found is None:
+        return "unknown payment", None
+    await set_context(session, found.tenant_id, found.account_id)
+    row = (await session.execute(select(payments).where(payments.c.id == found.id).with_for_update())).one()
+    if event.type.startswith("refund."):
+        return await _refund_news(session, row, event), row.id
+    if event.type == "payment.processing":
+        if row.status != "created":
+            return f"ignored: payment is {row.status}", row.id
+        await _set(session, row, status="processing")
+        await _record(session, row, _type_of(row.purpose), "pending", row.amount_minor, event_id=event.id,
+                      note="processing")
+        return "processing", row.id
+    if event.type == "payment.failed":
+        if row.status not in OPEN:
+            return f"ignored: payment is {row.status}", row.id
+        reason = (event.failure_reason or "declined")[:300]
+        await _set(session, row, status="failed", failure_reason=reason)
+        await _record(session, row, _type_of(row.purpose), "failed", row.amount_minor, event_id=event.id, note=reason)
+        await _tell(session, row, "payment.failed", row.amount_minor, f"{row.id}:failed:{event.id}", reason=reason)
+        return "failed", row.id
+    # payment.succeeded
+    if row.status == "succeeded":
+        return "ignored: already succeeded", row.id
+    if event.amount_minor != row.amount_minor or (event.currency and event.currency != row.currency):
+        await _record(session, row, _type_of(row.purpose), "failed", event.amount_minor or 0, event_id=event.id,
+                      note=f"amount mismatch: provider says {event.amount_minor} {event.currency}")
+        return "amount mismatch: left for reconciliation", row.id
+    # A payment replaced or given up on may still be paid by a slow payer: the money is real, so
+    # it is taken (and refunded below if nothing is owed any more).
+    fee = row.amount_minor * get_settings().payment_fee_bps // 10_000
+    await _set(session, row, status="succeeded", captured_minor=row.captured_minor + row.amount_minor, fee_minor=fee,
+               provider_payment_ref=event.payment_ref, failure_reason=None)
+    clearing = await _platform(session, ledger.CLEARING, row.currency)
+    handler = _purpose(row.purpose)
+    if handler.escrow:
+        target = await _escrow(session, row.tenant_id, row.currency)
+        reference = str(row.reference_id)
+    else:
+        target = await _wallet(session, row.payer_account_id, row.currency)
+        reference = str(row.id)
+    await ledger.post(session, row.purpose if row.purpose != "order" else "order_payment",
+                      [(clearing, -row.amount_minor), (target, row.amount_minor)], reference=reference,
+                      memo=row.description)
+    await _record(session, row, _type_of(row.purpose), "success", row.amount_minor, event_id=event.id,
+                  provider_ref=event.payment_ref or row.provider_ref)
+    await _tell(session, row, "payment.received", row.amount_minor + row.wallet_minor, f"{row.id}:received")
+    await realtime.publish(session, f"account:{row.payer_account_id}", {"type": "payment:succeeded", "id": str(row.id)})
+    if handler.escrow:
+        if await ledger.held(session, target, reference) >= row.owed_minor:
+            await _settled(session, row.purpose, row.reference_id, row.tenant_id)
+    return "succeeded", row.id
+
+
+async def _set(session: AsyncSession, row, **values: Any) -> None:
+    await session.execute(update(payments).where(payments.c.id == row.id).values(
+        **values, updated_at=func.now(), version=row.version + 1))
+
+
+async def _tell(session: AsyncSession, row, type: str, amount: int, event_key: str, **extra: str) -> None:
+    """The payer's notice, by a job in the organization where they read them (this transaction
+    may be the merchant's, which cannot write another organization's notices)."""
+    data = {"amount": money(amount, row.currency), "purpose": row.description,
+            "reference": row.provider_ref or str(row.id), **extra}
+    await jobs.defer(session, "payments.tell_payer", tenant_id=str(row.payer_tenant_id),
+                     account_id=str(row.payer_account_id), type=type, data=data, event_key=event_key)
+
+
+@jobs.job("payments.tell_payer")
+async def _tell_payer_job(db, tenant_id: str, account_id: str, type: str, data: dict[str, Any],
+                          event_key: str) -> None:
+    async with db.transaction(uuid.UUID(tenant_id), None) as session:
+        await notifications.notify(session, tenant_id=uuid.UUID(tenant_id), account_id=uuid.UUID(account_id),
+                                   type=type, data=data, event_key=event_key, link="/portal/wallet")
+
+
+# -- refunds --------------------------------------------------------------------------------------
+
+
+@dataclass
+class Refund:
+    id: uuid.UUID
+    payment_id: uuid.UUID
+    amount_minor: int
+    wallet_minor: int
+    currency: str
+    status: str
+    provider_ref: str | None
+    reason: str
+    created_at: datetime
+
+    @property
+    def total_minor(self) -> int:
+        return self.amount_minor + self.wallet_minor
+
+
+async def refund(session: AsyncSession, principal: Principal | None, payment_id: uuid.UUID, *,
+                 amount_minor: int | None = None, reason: str) -> Refund:
+    """Give back part or all of what a payment captured (never more): the wallet part to the
+    wallet at once, the gateway part through the provider. ``principal`` None: the system (a
+    cancelled order). The money comes out of the merchant's escrow, or its payable once released."""
+    row = (await session.execute(select(payments).where(payments.c.id == payment_id).with_for_update())).first()
+    if row is None:
+        raise NotFound("No such payment.", code="payment-not-found")
+    if principal is not None:
+        if not (row.tenant_id is not None and row.tenant_id == principal.tenant_id
+                and (principal.can("manage:own_orders") or principal.can("manage:payments"))):
+            if row.payer_account_id == principal.account_id or row.tenant_id == principal.tenant_id:
+                raise Forbidden("Refunds are made by the merchant's staff.", code="forbidden")
+            raise NotFound("No such payment.", code="payment-not-found")
+    if row.tenant_id is None:
+        raise Conflict("A wallet top-up is not refunded to the card: the money stays in the wallet, to pay with.",
+                       code="not-refundable")
+    if not (reason or "").strip():
+        raise ValidationFailed("Say why the money goes back: the payer reads it.", code="reason-required")
+    left = row.captured_minor - row.refunded_minor
+    amount = left if amount_minor is None else amount_minor
+    if amount <= 0 and amount_minor is None:
+        raise Conflict("Nothing is left to refund on this payment.", code="nothing-to-refund")
+    if amount <= 0:
+        raise ValidationFailed("amount_minor is a positive number of minor units.", code="bad-amount")
+    if amount > left:
+        raise Conflict(f"Only {money(left, row.currency)} of this payment is left to refund, not "
+                       f"{money(amount, row.currency)}.", code="refund-exceeds-capture", refundable_minor=left)
+    done = (await session.execute(select(func.coalesce(func.sum(refunds.c.wallet_minor), 0)).where(
+        refunds.c.payment_id == payment_id, refunds.c.status != "failed"))).scalar()
+    to_wallet = min(amount, row.wallet_minor - int(done))
+    to_card = amount - to_wallet
+    escrow = await _escrow(session, row.tenant_id, row.currency)
+    source = escrow
+    if await ledger.held(session, escrow, str(row.reference_id)) < amount:
+        source = await ledger.account(session, ledger.PAYABLE, row.currency, owner_tenant=row.tenant_id)
+    refund_id = new_id()
+    lines_ = [(source, -amount)]
+    if to_wallet:
+        lines_.append((await _wallet(session, row.payer_account_id, row.currency), to_wallet))
+    if to_card:
+        lines_.append((await _platform(session, ledger.CLEARING, row.currency), to_card))
+    await ledger.post(session, "refund", lines_, reference=str(row.reference_id), memo=reason.strip()[:200])
+    provider_ref = None
+    if to_card:
+        provider_ref = await gateways.gateway(get_settings(), row.provider).refund(
+            session, row.provider_ref, to_card, str(refund_id))
+    await session.execute(refunds.insert().values(
+        id=refund_id, payment_id=payment_id, tenant_id=row.tenant_id, payer_account_id=row.payer_account_id,
+        amount_minor=to_card, wallet_minor=to_wallet, currency=row.currency, status="succeeded",
+        provider_ref=provider_ref, reason=reason.strip()[:300],
+        created_by=principal.account_id if principal else None, finished_at=func.now()))
+    await _set(session, row, refunded_minor=row.refunded_minor + amount)
+    await _record(session, row, "refund", "success", amount, provider_ref=provider_ref, note=reason.strip()[:300])
+    await _tell(session, row, "payment.refunded", amount, f"{refund_id}", reason=reason.strip()[:300])
+    await _purpose(row.purpose).refunded(session, row.reference_id, row.refunded_minor + amount >= row.captured_minor)
+    return Refund(refund_id, payment_id, to_card, to_wallet, row.currency, "succeeded", provider_ref,
+                  reason.strip(), datetime.now(UTC))
+
+
+async def _refund_news(session: AsyncSession, row, event: gateways.WebhookEvent) -> str:
+    """A provider's word on a refund we made: a failure puts the money back in escrow for a person
+    to sort out (it is rare, and needs one)."""
+    found = (await session.execute(select(refunds).where(refunds.c.provider_ref == event.refund_ref)
+                                   .with_for_update())).first() if event.refund_ref else None
+    if found is None:
+        return "unknown refund"
+    if event.type == "refund.succeeded" or found.status == "failed":
+        return f"refund is {found.status}"
+    await session.execute(update(refunds).where(refunds.c.id == found.id).values(status="failed",
+                                                                                 finished_at=func.now()))
+    await ledger.post(session, "refund_failed", [(await _platform(session, ledger.CLEARING, row.currency),
+                                                  -found.amount_minor),
+                                                 (await _escrow(session, row.tenant_id, row.currency),
+                                                  found.amount_minor)],
+                      reference=str(row.reference_id), memo="the provider could not refund")
+    await _set(session, row, refunded_minor=row.refunded_minor - found.amount_minor)
+    await _record(session, row, "refund", "failed", found.amount_minor, provider_ref=found.provider_ref,
+                  event_id=event.id, note=(event.failure_reason or "refund failed")[:300])
+    return "refund failed: money back in escrow"
+
+
+async def refund_reference(session: AsyncSession, purpose: str, reference_id: uuid.UUID, reason: str) -> int:
+    """Refund everything still captured for one thing (a cancelled order): safe to run twice."""
+    total = 0
+    rows = (await session.execute(select(payments.c.id).where(
+        payments.c.purpose == purpose, payments.c.reference_id == reference_id,
+        payments.c.captured_minor > payments.c.refunded_minor).order_by(payments.c.created_at))).all()
+    for r in rows:
+        total += (await refund(session, None, r.id, reason=reason)).total_minor
+    # Gateway payments still open can no longer be paid into something closed.
+    for r in (await session.execute(select(payments).where(
+            payments.c.purpose == purpose, payments.c.reference_id == reference_id,
+            payments.c.status.in_(OPEN)).with_for_update())).all():
+        await _set(session, r, status="cancelled", failure_reason=reason[:300])
+        await _record(session, r, _type_of(purpose), "failed", r.amount_minor, note=reason[:300])
+    return total
+
+
+@jobs.job("payments.refund_reference")
+async def _refund_reference_job(db, purpose: str, reference_id: str, reason: str, tenant_id: str | None) -> None:
+    async with db.transaction(uuid.UUID(tenant_id) if tenant_id else None, None) as session:
+        await refund_reference(session, purpose, uuid.UUID(reference_id), reason)
+
+
+async def refund_later(session: AsyncSession, purpose: str, reference_id: uuid.UUID, tenant_id: uuid.UUID,
+                       reason: str) -> None:
+    """Queue ``refund_reference`` in the merchant's organization (whose escrow it debits): the
+    caller may be the payer, whose transaction cannot take money out of the merchant's escrow."""
+    await jobs.defer(session, "payments.refund_reference", purpose=purpose, reference_id=str(reference_id),
+                     reason=reason, tenant_id=str(tenant_id))
+
+
+# -- escrow release and payouts --------------------------------------------------------------------
+
+
+async def release_escrow(session: AsyncSession, tenant_id: uuid.UUID, currency: str, reference_id: uuid.UUID,
+                         purpose: str = "order") -> int:
+    """Move what the escrow holds for this thing to the merchant's payable, less the provider's
+    fees on it (in the merchant's own transaction); a payout job is queued for the batch."""
+    escrow = await _escrow(session, tenant_id, currency)
+    reference = str(reference_id)
+    held = await ledger.held(session, escrow, reference)
+    if held <= 0:
+        return 0
+    fee = int(await session.scalar(select(func.coalesce(func.sum(payments.c.fee_minor), 0)).where(
+        payments.c.purpose == purpose, payments.c.reference_id == reference_id, payments.c.status == "succeeded")))
+    fee = min(fee, held)
+    payable = await ledger.account(session, ledger.PAYABLE, currency, owner_tenant=tenant_id)
+    await ledger.post(session, "escrow_release", [(escrow, -held), (payable, held - fee),
+                                                  (await _platform(session, ledger.FEES, currency), fee)],
+                      reference=reference, memo="delivered: released to the merchant")
+    await jobs.defer_once(session, "payments.payout", delay_seconds=get_settings().payout_batch_seconds,
+                          queueing_lock=f"payout:{tenant_id}", tenant_id=str(tenant_id))
+    return held - fee
+
+
+@dataclass
+class Payout:
+    id: uuid.UUID
+    amount_minor: int
+    currency: str
+    status: str
+    created_at: datetime
+
+
+async def payout(session: AsyncSession, tenant_id: uuid.UUID) -> list[Payout]:
+    """Pay the merchant everything its payable holds, one payout per currency (the job's work)."""
+    out = []
+    rows = (await session.execute(text(
+        "SELECT id, currency, balance_minor FROM ledger_accounts WHERE kind = :k AND owner_tenant_id = :t "
+        "AND balance_minor > 0 ORDER BY currency"), {"k": ledger.PAYABLE, "t": tenant_id})).all()
+    for r in rows:
+        payout_id = new_id()
+        await ledger.post(session, "payout", [(r.id, -r.balance_minor),
+                                              (await _platform(session, ledger.CLEARING, r.currency), r.balance_minor)],
+                          reference=str(payout_id), memo="payout to the merchant's bank account")
+        await session.execute(payouts.insert().values(id=payout_id, tenant_id=tenant_id, amount_minor=r.balance_minor,
+                                                      currency=r.currency, status="paid"))
+        out.append(Payout(payout_id, r.balance_minor, r.currency, "paid", datetime.now(UTC)))
+    return out
+
+
+@jobs.job("payments.payout")
+async def _payout_job(db, tenant_id: str) -> None:
+    async with db.transaction(uuid.UUID(tenant_id), None) as session:
+        await payout(session, uuid.UUID(tenant_id))
+
+
+@dataclass
+class MerchantBalance:
+    currency: str
+    escrow_minor: int
+    payable_minor: int
+    paid_out_minor: int
+    payouts: list[Payout]
+
+
+async def merchant_balance(session: AsyncSession, principal: Principal) -> list[MerchantBalance]:
+    require(principal, "manage:own_orders", "manage:payments")
+    tenant = principal.tenant_id
+    rows = (await session.execute(text(
+        "SELECT currency, sum(balance_minor) FILTER (WHERE kind = 'escrow') AS escrow, "
+        "sum(balance_minor) FILTER (WHERE kind = 'merchant_payable') AS payable FROM ledger_accounts "
+        "WHERE owner_tenant_id = :t GROUP BY currency ORDER BY currency"), {"t": tenant})).all()
+    paid = (await session.execute(select(payouts).where(payouts.c.tenant_id == tenant)
+                                  .order_by(payouts.c.created_at.desc()).limit(50))).all()
+    out = []
+    for r in rows:
+        mine = [Payout(p.id, p.amount_minor, p.currency, p.status, p.created_at) for p in paid
+                if p.currency == r.currency]
+        out.append(MerchantBalance(r.currency, int(r.escrow or 0), int(r.payable or 0),
+                                   sum(p.amount_minor for p in mine), mine))
+    return out
+
+
+# -- the wallet -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Wallet:
+    currency: str
+    balance_minor: int
+    lines: list[ledger.Line]
+
+
+async def wallet(session: AsyncSession, principal: Principal, currency: str = "INR", *, limit: int = 50) -> Wallet:
+    require(principal, "manage:own_wallet")
+    account_id = await _wallet(session, principal.account_id, currency)
+    return Wallet(currency, await ledger.balance(session, account_id), await ledger.lines(session, account_id,
+                                                                                           limit=limit))
+
+
+class _TopUp:
+    """Adding money to one's own wallet: paid to the platform, credited when the gateway says so."""
+
+    escrow = False
+
+    async def payable(self, session: AsyncSession, principal: Principal, reference_id: uuid.UUID) -> Payable:
+        raise ValidationFailed("Top up with POST /api/v1/wallet/top-up.", code="bad-purpose")
+
+    async def paid(self, session: AsyncSession, reference_id: uuid.UUID) -> bool:
+        return True
+
+    async def refunded(self, session: AsyncSession, reference_id: uuid.UUID, fully: bool) -> None:
+        return None
+
+
+register_purpose("wallet_topup", _TopUp())
+TOP_UP_MAX_MINOR = 10_000_000  # 1 lakh rupees: the RBI's cap on a small prepaid wallet
+
+
+async def top_up(session: AsyncSession, principal: Principal, *, amount_minor: int, currency: str = "INR") -> Payment:
+    """Add money through the gateway; the wallet is credited by the webhook."""
+    require(principal, "manage:own_wallet")
+    if amount_minor <= 0 or amount_minor > TOP_UP_MAX_MINOR:
+        raise ValidationFailed(f"A top-up is between {money(1, currency)} and {money(TOP_UP_MAX_MINOR, currency)}.",
+                               code="bad-amount")
+    account_id = await _wallet(session, principal.account_id, currency)
+    gw = gateways.gateway(get_settings())
+    payment_id = new_id()
+    description = f"Wallet top-up {money(amount_minor, currency)}"
+    await session.execute(payments.insert().values(
+        id=payment_id, tenant_id=None, payer_account_id=principal.account_id,
+        payer_tenant_id=require_tenant(principal), purpose="wallet_topup",
+        reference_id=account_id, description=description, owed_minor=amount_minor, amount_minor=amount_minor,
+        wallet_minor=0,
+        currency=currency, provider=gw.name, status="created", captured_minor=0, refunded_minor=0, fee_minor=0,
+        return_url="/portal/wallet", version=1))
+    created = await gw.create(session, gateways.Charge(str(payment_id), amount_minor, currency, description))
+    await session.execute(update(payments).where(payments.c.id == payment_id).values(
+        provider_ref=created.ref, checkout_url=created.checkout_url))
+    row = (await session.execute(select(payments).where(payments.c.id == payment_id))).one()
+    await _record(session, row, "wallet_topup", "pending", amount_minor)
+    return _payment(row)
+
+
+# -- the sandbox's hosted page --------------------------------------------------------------------
+
+
+async def sandbox_checkout(session: AsyncSession, ref: str) -> tuple[Any, Payment | None]:
+    """What the sandbox's hosted page shows: its charge and our payment (no sign-in: the page is
+    the provider's, reached by its unguessable id)."""
+    gw = gateways.SandboxGateway(get_settings())
+    charge = await gw.charge(session, ref)
+    found = (await session.execute(text("SELECT * FROM payment_for_provider('sandbox', :r)"), {"r": ref})).first()
+    if found is None:
+        return charge, None
+    await set_context(session, found.tenant_id, found.account_id)
+    row = (await session.execute(select(payments).where(payments.c.id == found.id))).first()
+    return charge, _payment(row) if row else None
+
+
+async def sandbox_settle(session: AsyncSession, ref: str, outcome: str) -> str:
+    """The payer's choice on the sandbox page; its signed webhook is then handled exactly as one
+    arriving over HTTP (signature included)."""
+    if outcome not in ("pay", "fail"):
+        raise ValidationFailed("outcome is pay or fail.", code="bad-outcome")
+    gw = gateways.SandboxGateway(get_settings())
+    signed = await gw.settle(session, ref, outcome)
+    if signed is None:
+        return "already paid"
+    body, headers = signed
+    return await handle_webhook(session, "sandbox", body, headers)
+
+
+# -- reconciliation -------------------------------------------------------------------------------
+
+
+@dataclass
+class Mismatch:
+    provider_ref: str
+    ours: str
+    theirs: str
+
+
+async def reconcile(session: AsyncSession, *, since: datetime | None = None,
+                    provider: str | None = None) -> list[Mismatch]:
+    """Compare our payments with the provider's list (the owner's job: it reads every tenant)."""
+    gw = gateways.gateway(get_settings(), provider)
+    since = since or datetime.now(UTC) - timedelta(days=2)
+    theirs = {c.ref: c for c in await gw.charges(session, since)}
+    ours = {r.provider_ref: r for r in (await session.execute(select(payments).where(
+        payments.c.provider == gw.name, payments.c.created_at >= since - timedelta(hours=1)))).all()}
+    out = []
+    for ref, c in theirs.items():
+        p = ours.get(ref)
+        if p is None:
+            out.append(Mismatch(ref, "no payment", f"{c.status} {c.amount_minor} {c.currency}"))
+            continue
+        card_refunded = int(await session.scalar(select(func.coalesce(func.sum(refunds.c.amount_minor), 0)).where(
+            refunds.c.payment_id == p.id, refunds.c.status == "succeeded")))
+        want_status = {"succeeded": "succeeded", "failed": "failed"}.get(c.status, "open")
+        have_status = p.status if p.status in ("succeeded", "failed") else "open"
+        if p.status == "cancelled" and c.status != "succeeded":
+            have_status = want_status
+        if want_status != have_status or (c.status == "succeeded" and (c.amount_minor != p.amount_minor
+                                                                     or c.refunded_minor != card_refunded)):
+            out.append(Mismatch(ref, f"{p.status} {p.amount_minor} refunded {card_refunded}",
+                                f"{c.status} {c.amount_minor} refunded {c.refunded_minor}"))
+    for ref, p in ours.items():
+        if ref and ref not in theirs and p.created_at >= since:
+            out.append(Mismatch(ref, f"{p.status} {p.amount_minor}", "unknown to the provider"))
+    return out

@@ -1,0 +1,17 @@
+"""Money for people. Amounts are integer minor units with an ISO 4217 currency everywhere; this
+only turns them into text (3150 INR -> "₹31.50"), for pages, messages and PDFs."""
+
+from __future__ import annotations
+
+SYMBOLS = {"INR": "₹", "EUR": "€", "USD": "$", "GBP": "£"}
+# Currencies without minor units (ISO 4217 exponent 0); every other one here has two.
+NO_DECIMALS = frozenset({"JPY", "KRW", "VND", "CLP", "ISK", "UGX"})
+
+
+def money(minor: int, currency: str) -> str:
+    symbol = SYMBOLS.get(currency, currency + " ")
+    sign = "-" if minor < 0 else ""
+    minor = abs(minor)
+    if currency in NO_DECIMALS:
+        return f"{sign}{symbol}{minor:,}"
+    return f"{sign}{symbol}{minor // 100:,}.{minor % 100:02d}"
