@@ -18,9 +18,11 @@
    turn latency p95 (< 2 s) next to GET /api/v1/me at the same concurrency.
 8. Pharmacy marketplace (issue 7, bench/pharmacy.py): medicine search over 200,000 medicines in 500
    pharmacies (p95 < 30 ms), checkout throughput of 50 concurrent buyers next to GET /api/v1/me.
+9. Payments (issue 8, bench/payments.py): ledger postings/s with 16 concurrent writers next to raw
+   INSERT tx/s from 16 clients; signed webhooks processed/s next to GET /api/v1/me.
 
 Options: --seconds N (per measurement, default 8), --database-url URL (default: a fresh embedded
-server), --only appends|http|clinical|notifications|chat|phi|consult|pharmacy.
+server), --only appends|http|clinical|notifications|chat|phi|consult|pharmacy|payments.
 """
 
 from __future__ import annotations
@@ -40,37 +42,12 @@ import psycopg
 from sqlalchemy import Column, Integer, Table
 from sqlalchemy.dialects.postgresql import UUID, insert
 
-from bench import chat, clinical, consult, notifications, pharmacy, phi
-from bench.harness import Row, carebase_server, log, login, prepare_database, print_rows, seed_demo, server_env, \
-    urls_owner_dsn, uvicorn, wrk
+from bench import chat, clinical, consult, notifications, payments, pharmacy, phi
+from bench.harness import Row, carebase_server, create_bench_tables, log, login, prepare_database, print_rows, \
+    raw_inserts, seed_demo, server_env, urls_owner_dsn, uvicorn, wrk
 
 
 # -- 1. appends vs raw inserts ---------------------------------------------------------------
-
-
-def create_bench_tables(urls) -> None:
-    """The raw-insert ceiling's table, and a stand-in for a domain's projection."""
-    with psycopg.connect(urls_owner_dsn(urls), autocommit=True) as conn:
-        conn.execute("CREATE TABLE IF NOT EXISTS bench_raw (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, "
-                     "stream_id uuid NOT NULL, data jsonb NOT NULL)")
-        conn.execute("CREATE TABLE IF NOT EXISTS bench_projection (stream_id uuid PRIMARY KEY, version int NOT NULL)")
-
-
-async def raw_inserts(dsn: str, clients: int, seconds: float) -> float:
-    async def client() -> int:
-        n = 0
-        stream = str(uuid.uuid4())
-        async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
-            deadline = time.perf_counter() + seconds
-            while time.perf_counter() < deadline:
-                await conn.execute("INSERT INTO bench_raw (stream_id, data) VALUES (%s, %s)",
-                                   (stream, json.dumps({"n": n, "note": "raw"})))
-                n += 1
-        return n
-
-    started = time.perf_counter()
-    counts = await asyncio.gather(*(client() for _ in range(clients)))
-    return sum(counts) / (time.perf_counter() - started)
 
 
 async def event_appends(settings, urls, clients: int, seconds: float) -> float:
@@ -154,7 +131,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=8)
     ap.add_argument("--database-url", default=os.environ.get("CAREBASE_BENCH_DATABASE_URL"))
     ap.add_argument("--only", choices=("appends", "http", "clinical", "notifications", "chat", "phi", "consult",
-                                       "pharmacy"))
+                                       "pharmacy", "payments"))
     opts = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="carebase-bench-"))
     settings, urls, keep = prepare_database(opts.database_url, tmp)
@@ -194,6 +171,8 @@ def main() -> None:
             rows += consult.run(settings, urls, opts.seconds, tmp)
         if opts.only in (None, "pharmacy"):
             rows += pharmacy.run(settings, urls, opts.seconds, tmp)
+        if opts.only in (None, "payments"):
+            rows += payments.run(settings, urls, opts.seconds, tmp)
         if opts.only in (None, "clinical"):
             rows += clinical.run(settings, urls, opts.seconds, tmp)
         log("")

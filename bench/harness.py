@@ -3,6 +3,7 @@ the load generator in its own process, and one way to print results."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -12,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -221,3 +223,31 @@ def print_rows(rows: list[Row]) -> None:
         ratio = f"{r.ratio:7.2f}" if r.ratio is not None else f"{'-':>7}"
         verdict = "" if r.ok is None else ("PASS" if r.ok else "MISS")
         log(f"{r.name:64} {r.ours:10.1f} {ceiling} {ratio}  {r.target:10} {verdict}")
+
+
+# -- the raw-insert ceiling ---------------------------------------------------------------------
+
+
+def create_bench_tables(urls) -> None:
+    """The raw-insert ceiling's table, and a stand-in for a domain's projection."""
+    with psycopg.connect(urls_owner_dsn(urls), autocommit=True) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS bench_raw (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, "
+                     "stream_id uuid NOT NULL, data jsonb NOT NULL)")
+        conn.execute("CREATE TABLE IF NOT EXISTS bench_projection (stream_id uuid PRIMARY KEY, version int NOT NULL)")
+
+
+async def raw_inserts(dsn: str, clients: int, seconds: float) -> float:
+    async def client() -> int:
+        n = 0
+        stream = str(uuid.uuid4())
+        async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+            deadline = time.perf_counter() + seconds
+            while time.perf_counter() < deadline:
+                await conn.execute("INSERT INTO bench_raw (stream_id, data) VALUES (%s, %s)",
+                                   (stream, json.dumps({"n": n, "note": "raw"})))
+                n += 1
+        return n
+
+    started = time.perf_counter()
+    counts = await asyncio.gather(*(client() for _ in range(clients)))
+    return sum(counts) / (time.perf_counter() - started)

@@ -16,9 +16,11 @@ down_revision = '0018'
 branch_labels = None
 depends_on = None
 
-TABLES = ('pharmacy_delivery_otps', 'sandbox_gateway_charges', 'payment_payouts', 'payment_webhook_events',
+TABLES = ('payment_reconciliations', 'pharmacy_delivery_otps', 'sandbox_gateway_charges', 'payment_payouts', 'payment_webhook_events',
           'payment_refunds', 'payment_transactions', 'payments', 'ledger_entries', 'ledger_accounts')
 ZERO = "'00000000-0000-0000-0000-000000000000'::uuid"
+FUNCTIONS = ('ledger_post(uuid, text, text, text, jsonb)', 'ledger_account(text, uuid, uuid, text)',
+             'ledger_held(uuid, text)', 'payment_for_provider(text, text)', 'payment_for_refund(text, text)')
 
 
 def _payer_or_merchant(table: str) -> None:
@@ -46,7 +48,7 @@ def upgrade() -> None:
     sa.Column('balance_minor', sa.BigInteger(), nullable=False),
     sa.Column('created_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
     sa.CheckConstraint("kind IN ('patient_wallet', 'escrow', 'merchant_payable', 'platform_clearing', "
-                       "'provider_fees')", name=op.f('ck_ledger_accounts_known_kind')),
+                       "'provider_fees', 'platform_revenue')", name=op.f('ck_ledger_accounts_known_kind')),
     sa.CheckConstraint("kind NOT IN ('patient_wallet', 'escrow', 'merchant_payable') OR balance_minor >= 0",
                        name=op.f('ck_ledger_accounts_never_negative')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_ledger_accounts'))
@@ -95,6 +97,7 @@ def upgrade() -> None:
     sa.Column('fee_minor', sa.BigInteger(), nullable=False),
     sa.Column('failure_reason', sa.String(length=300), nullable=True),
     sa.Column('checkout_url', sa.String(length=500), nullable=True),
+    sa.Column('client_secret', sa.String(length=300), nullable=True),
     sa.Column('return_url', sa.String(length=500), nullable=True),
     sa.Column('created_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
     sa.Column('updated_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
@@ -178,6 +181,15 @@ def upgrade() -> None:
     sa.Column('created_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
     sa.PrimaryKeyConstraint('ref', name=op.f('pk_sandbox_gateway_charges'))
     )
+    op.create_table('payment_reconciliations',
+    sa.Column('id', sa.UUID(), nullable=False),
+    sa.Column('provider', sa.String(length=16), nullable=False),
+    sa.Column('since', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('checked', sa.Integer(), nullable=False),
+    sa.Column('mismatches', postgresql.JSONB(astext_type=sa.Text()), nullable=False),
+    sa.Column('ran_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_payment_reconciliations'))
+    )
     op.create_table('pharmacy_delivery_otps',
     sa.Column('order_id', sa.UUID(), nullable=False),
     sa.Column('tenant_id', sa.UUID(), nullable=False),
@@ -206,6 +218,7 @@ def upgrade() -> None:
     grant('payment_webhook_events', 'SELECT, INSERT, UPDATE')
     grant('sandbox_gateway_charges', 'SELECT, INSERT, UPDATE')
     grant('payment_payouts', 'SELECT, INSERT')
+    grant('payment_reconciliations', 'SELECT')  # written by the job as the owner
     op.execute("ALTER TABLE payment_payouts ENABLE ROW LEVEL SECURITY")
     op.execute(f"CREATE POLICY tenant_isolation ON payment_payouts USING (tenant_id = {CURRENT_TENANT}) "
                f"WITH CHECK (tenant_id = {CURRENT_TENANT})")
@@ -298,19 +311,27 @@ def upgrade() -> None:
     # A webhook names the provider's id and nothing else: this finds that one payment.
     op.execute("""
         CREATE FUNCTION payment_for_provider(p_provider text, p_ref text)
-        RETURNS TABLE (id uuid, tenant_id uuid, account_id uuid)
+        RETURNS TABLE (id uuid, tenant_id uuid, account_id uuid, payer_tenant_id uuid)
         LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public AS $$
-            SELECT p.id, p.tenant_id, p.payer_account_id FROM payments p WHERE p.provider = p_provider AND p.provider_ref = p_ref
+            SELECT p.id, p.tenant_id, p.payer_account_id, p.payer_tenant_id FROM payments p
+            WHERE p.provider = p_provider AND p.provider_ref = p_ref
         $$""")
-    for fn in ('ledger_post(uuid, text, text, text, jsonb)', 'ledger_account(text, uuid, uuid, text)',
-               'ledger_held(uuid, text)', 'payment_for_provider(text, text)'):
+    op.execute("""
+        CREATE FUNCTION payment_for_refund(p_provider text, p_refund_ref text)
+        RETURNS TABLE (id uuid, tenant_id uuid, account_id uuid, payer_tenant_id uuid)
+        LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public AS $$
+            SELECT p.id, p.tenant_id, p.payer_account_id, p.payer_tenant_id
+            FROM payment_refunds r JOIN payments p ON p.id = r.payment_id
+            WHERE p.provider = p_provider AND r.provider_ref = p_refund_ref
+        $$""")
+    op.create_index('ix_payment_refunds_provider_ref', 'payment_refunds', ['provider_ref'])
+    for fn in FUNCTIONS:
         op.execute(f"REVOKE ALL ON FUNCTION {fn} FROM PUBLIC")
         op.execute(f"GRANT EXECUTE ON FUNCTION {fn} TO {app_role()}")
 
 
 def downgrade() -> None:
-    for fn in ('ledger_post(uuid, text, text, text, jsonb)', 'ledger_account(text, uuid, uuid, text)',
-               'ledger_held(uuid, text)', 'payment_for_provider(text, text)'):
+    for fn in FUNCTIONS:
         op.execute(f"DROP FUNCTION {fn}")
     for table in TABLES:
         op.drop_table(table)

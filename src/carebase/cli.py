@@ -197,6 +197,22 @@ def checkpoint() -> None:
         typer.echo(f"tenant {cp['tenant_id'] or 'platform'}: {cp['streams']} streams up to position {cp['position']}")
 
 
+@cli.command("reconcile-payments")
+def reconcile_payments(days: int = typer.Option(2, help="How far back to compare")) -> None:
+    """Compare our payments with the payment provider's list and keep the report (the worker does
+    this daily). Exit 1 when they disagree."""
+    from datetime import UTC, datetime, timedelta
+
+    from carebase.payments import service as payments
+
+    report = _as_owner(lambda s: payments.run_reconciliation(s, since=datetime.now(UTC) - timedelta(days=days)))
+    for m in report.mismatches:
+        typer.echo(f"MISMATCH  {m.provider_ref}: ours {m.ours}; {report.provider} says {m.theirs}")
+    typer.echo(f"{report.provider}: compared {report.checked} payments, "
+               + ("books agree" if not report.mismatches else f"{len(report.mismatches)} mismatch(es)"))
+    raise typer.Exit(1 if report.mismatches else 0)
+
+
 @cli.command("verify-chain")
 def verify_chain(as_json: bool = typer.Option(False, "--json", help="Machine-readable output")) -> None:
     """Recompute every stream's hash chain and check the signed checkpoints. Exit 1 on tampering."""

@@ -16,6 +16,7 @@ from carebase.patients import events as _patients_events  # noqa: F401
 from carebase.payments import models as _payments_models  # noqa: F401
 from carebase.payments import service as _payments_service  # noqa: F401  (its jobs)
 from carebase.pharmacy import models as _pharmacy_models  # noqa: F401
+from carebase.pharmacy import subscriptions as _pharmacy_subscriptions  # noqa: F401  (its purpose and renewal job)
 from carebase.platform import delivery as _delivery  # noqa: F401
 from carebase.platform import jobs as _jobs  # noqa: F401
 from carebase.platform import ratelimit as _ratelimit  # noqa: F401

@@ -81,8 +81,20 @@ class Settings(BaseSettings):
     # Who takes card/UPI payments (payments/gateways.py): sandbox (built in: a hosted checkout page
     # you can pay or fail, webhooks signed like Stripe's with payment_webhook_secret; the default,
     # for demos and tests). The webhook secret is derived from the secret key when unset.
-    payment_provider: Literal["sandbox"] = "sandbox"
+    # stripe: PaymentIntents (CAREBASE_STRIPE_API_KEY; webhooks checked with
+    # CAREBASE_STRIPE_WEBHOOK_SECRET). razorpay: orders and Razorpay Checkout
+    # (CAREBASE_RAZORPAY_KEY_ID / _KEY_SECRET; webhooks with CAREBASE_RAZORPAY_WEBHOOK_SECRET).
+    # The *_API_BASE settings point an adapter at another address (the tests' stand-ins).
+    payment_provider: Literal["sandbox", "stripe", "razorpay"] = "sandbox"
     payment_webhook_secret: SecretStr | None = None
+    payment_timeout_seconds: float = 15.0
+    stripe_api_key: SecretStr | None = None
+    stripe_webhook_secret: SecretStr | None = None
+    stripe_api_base: str | None = None
+    razorpay_key_id: str | None = None
+    razorpay_key_secret: SecretStr | None = None
+    razorpay_webhook_secret: SecretStr | None = None
+    razorpay_api_base: str | None = None
     # What the provider keeps of each captured payment, in basis points (200 = 2 %), recorded
     # against the merchant when the escrow is released.
     payment_fee_bps: int = 200

@@ -318,6 +318,13 @@ def test_webhooks_are_signed_processed_once_and_never_move_backwards(backend, cl
     lines = client.get("/api/v1/wallet", headers=patient).json()["lines"]
     assert lines[0]["amount_minor"] == 50_000 and lines[0]["balance_after"] == start + 50_000
     assert books(backend) == []
+    sandbox_took(owner, ref)
+
+
+def sandbox_took(owner, ref: str) -> None:
+    """Events made by hand here, not by the sandbox's page: its books must say it took the money
+    too, or the reconciliation test finds (rightly) a payment the provider never saw."""
+    owner.execute("UPDATE sandbox_gateway_charges SET status = 'succeeded' WHERE ref = %s", (ref,))
 
 
 def test_concurrent_replays_of_one_webhook_credit_once(backend, client, owner, patient):
@@ -337,6 +344,7 @@ def test_concurrent_replays_of_one_webhook_credit_once(backend, client, owner, p
     assert all(a.status_code == 200 for a in answers), [a.text for a in answers if a.status_code != 200]
     assert sorted(a.json()["outcome"] for a in answers) == ["duplicate"] * 19 + ["succeeded"]
     assert wallet_balance(client, patient) == start + 7_000
+    sandbox_took(owner, ref)
 
 
 # -- the wallet -------------------------------------------------------------------------------------
@@ -574,3 +582,47 @@ def test_money_is_taken_only_from_ones_own_accounts(backend, owner):
             app.execute("UPDATE ledger_accounts SET balance_minor = 1000000000")
     assert owner.execute("SELECT balance_minor FROM ledger_accounts WHERE id = %s", (wallet,)).fetchone()[0] == 500
     assert books(backend) == []
+
+
+# -- reconciliation -----------------------------------------------------------------------------------
+
+
+def test_reconciliation_reports_where_the_provider_and_we_disagree(backend, client, owner, patient):
+    from carebase.payments import service as payments
+    from carebase.platform.authz import Principal
+    from tests.conftest import carebase_cli
+
+    top_up(client, patient, 1_500)  # paid, and both books say so
+    r = client.post("/api/v1/wallet/top-up", headers={**patient, **key()}, json={"amount_minor": 2_500})
+    ghost = r.json()["provider_ref"]
+    done = carebase_cli(backend, "reconcile-payments")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "books agree" in done.stdout
+    # The provider took money we never heard of (its webhook was lost).
+    owner.execute("UPDATE sandbox_gateway_charges SET status = 'succeeded' WHERE ref = %s", (ghost,))
+    try:
+        done = carebase_cli(backend, "reconcile-payments")
+        assert done.returncode == 1 and f"MISMATCH  {ghost}" in done.stdout, done.stdout + done.stderr
+        # Operators read the reports; a clinic's admin may not.
+        reports = run_db(backend, lambda s: payments.reconciliation_reports(
+            s, Principal.of(uuid.uuid4(), None, ["superadmin"]), limit=2))
+        assert [m.provider_ref for m in reports[0].mismatches] == [ghost] and reports[1].mismatches == []
+        admin = bearer(login(client, "admin@demo.carebase.local"))
+        assert_problem(client.get("/api/v1/payments/reconciliation", headers=admin), 403, "forbidden")
+    finally:
+        owner.execute("UPDATE sandbox_gateway_charges SET status = 'requires_payment' WHERE ref = %s", (ghost,))
+
+
+def test_the_worker_reconciles_by_itself(backend, owner):
+    from tests.conftest import WorkerProcess, wait_for
+
+    started = owner.execute("SELECT now()").fetchone()[0]
+    worker = WorkerProcess(backend)
+    try:
+        wait_for(lambda: owner.execute("SELECT count(*) FROM payment_reconciliations WHERE ran_at > %s",
+                                       (started,)).fetchone()[0] >= 1, timeout=60, message="a reconciliation run")
+    finally:
+        worker.stop()
+    # The next run is queued for tomorrow, once.
+    assert owner.execute("SELECT count(*) FROM procrastinate_jobs WHERE task_name = 'payments.reconcile' AND "
+                         "status = 'todo' AND scheduled_at > now() + interval '23 hours'").fetchone()[0] == 1

@@ -349,7 +349,8 @@ PATH_FACTORIES = {"patient_id": _new_patient, "location_id": _new_location, "ten
                   "prescription_id": lambda f: str(uuid.uuid4()),
                   "attachment_id": lambda f: str(uuid.uuid4()),
                   "medicine_id": _new_medicine, "order_id": lambda f: str(uuid.uuid4()),
-                  "pharmacy_id": _own_tenant, "import_id": lambda f: str(uuid.uuid4())}
+                  "pharmacy_id": _own_tenant, "import_id": lambda f: str(uuid.uuid4()),
+                  "invoice_id": lambda f: str(uuid.uuid4()), "payment_id": lambda f: str(uuid.uuid4())}
 
 
 def url_of(f: Fuzz, route: WriteRoute) -> str:

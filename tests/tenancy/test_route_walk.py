@@ -69,6 +69,7 @@ class TenantB:
     order_id: uuid.UUID | None = None  # its patient's order there
     import_id: uuid.UUID | None = None  # a CSV import previewed by its pharmacist
     payment_id: uuid.UUID | None = None  # its patient's payment for an order at its pharmacy (seeded)
+    invoice_id: uuid.UUID | None = None  # its pharmacy's subscription invoice
 
 
 def _one(owner: psycopg.Connection, query: str, params: tuple) -> Any:
@@ -138,7 +139,14 @@ def load_tenant_b(owner: psycopg.Connection) -> TenantB:
                   "(SELECT 1 FROM pharmacy_medicine_imports WHERE tenant_id = %s)", (tenant_id, admin, tenant_id))
     b.import_id = _one(owner, "SELECT id FROM pharmacy_medicine_imports WHERE tenant_id = %s LIMIT 1", (tenant_id,))
     b.payment_id = _one(owner, "SELECT id FROM payments WHERE tenant_id = %s ORDER BY created_at LIMIT 1", (tenant_id,))
-    b.markers |= {str(b.order_id), str(b.import_id), str(b.payment_id)}
+    owner.execute("INSERT INTO pharmacy_subscription_invoices (id, tenant_id, number, kind, plan, period_start, "
+                  "period_end, description, net_minor, tax_name, tax_rate_bps, tax_minor, total_minor, currency, status) "
+                  "SELECT gen_random_uuid(), %s, 'SUB-WALK-1', 'checkout', 'basic', now(), now() + interval '30 days', "
+                  "'Basic plan', 1900, 'VAT', 1900, 361, 2261, 'EUR', 'open' WHERE NOT EXISTS "
+                  "(SELECT 1 FROM pharmacy_subscription_invoices WHERE tenant_id = %s)", (tenant_id, tenant_id))
+    b.invoice_id = _one(owner, "SELECT id FROM pharmacy_subscription_invoices WHERE tenant_id = %s ORDER BY created_at "
+                               "LIMIT 1", (tenant_id,))
+    b.markers |= {str(b.order_id), str(b.import_id), str(b.payment_id), str(b.invoice_id)}
     b.markers |= {str(b.appointment_id), str(b.exception_id), str(b.notification_id), str(b.encounter_id),
                   str(b.push_device_id), str(b.conversation_id), str(b.message_id), str(b.attachment_id),
                   str(b.consultation_id), str(b.prescription_id)}
@@ -205,6 +213,7 @@ PATH_PARAMS: dict[str, Callable[[TenantB], Any]] = {
     "pharmacy_id": lambda b: b.tenant_id,  # a pharmacy is its organization
     "import_id": lambda b: b.import_id,
     "payment_id": lambda b: b.payment_id,
+    "invoice_id": lambda b: b.invoice_id,
 }
 
 # Query parameters: demo2's values where the name refers to something of demo2's; None leaves the
@@ -363,6 +372,10 @@ BODIES: dict[tuple[str, str], Callable[[Caller, TenantB], dict]] = {
                                                        "headers": _with_key(c)},
     ("POST", "/api/v1/wallet/top-up"): lambda c, b: {"json": {"amount_minor": 100}, "headers": _with_key(c)},
     ("POST", "/api/v1/pharmacy/orders/{order_id}/delivery-code"): lambda c, b: {"json": {"code": "123456"}},
+    # A subscription is the caller's own organization's (demo's pharmacy: a clinic's admin has none).
+    ("POST", "/api/v1/pharmacy/subscription/checkout"): lambda c, b: {"json": {"plan": "basic"},
+                                                                      "headers": _with_key(c)},
+    ("POST", "/api/v1/pharmacy/subscription/change-plan"): lambda c, b: {"json": {"plan": "pro"}},
     ("POST", "/api/v1/appointments/{appointment_id}/status"): lambda c, b: {"json": {"status": "cancelled",
                                                                                      "reason": "walk"}},
     ("POST", "/api/v1/appointments/{appointment_id}/reschedule"): lambda c, b: {"json": {
@@ -462,7 +475,9 @@ def build_request(server, method: str, path: str, caller: Caller, b: TenantB) ->
             continue
         params[name] = str(value(b))
 
-    kwargs: dict = {"params": params, "headers": bearer(caller.tokens)}
+    # Every POST carries an Idempotency-Key: routes that move money refuse to go on without one (428),
+    # and the walk is about what they do with demo2's ids, not about the missing header.
+    kwargs: dict = {"params": params, "headers": _with_key(caller) if method == "POST" else bearer(caller.tokens)}
     body = operation.get("requestBody")
     if (method, path) in BODIES:
         assert body is not None, f"{method} {path} takes no body; remove it from BODIES"
@@ -545,6 +560,7 @@ CONTROL_ROLE = {"/api/v1/messages/conversations/{conversation_id}": "doctor",
                 "/api/v1/pharmacy/medicines/{medicine_id}/stock-history": "pharmacist",
                 "/api/v1/pharmacy/orders/{order_id}": "pharmacist",
                 "/api/v1/pharmacy/medicines/import/{import_id}": "pharmacist",
+                "/api/v1/pharmacy/subscription/invoices/{invoice_id}/pdf": "pharmacist",
                 "/api/v1/patient/orders/{order_id}": "patient",
                 "/api/v1/patient/pharmacies/{pharmacy_id}": "patient",
                 "/api/v1/patient/pharmacies/{pharmacy_id}/medicines": "patient",

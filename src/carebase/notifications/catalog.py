@@ -34,6 +34,7 @@ TYPES = {t.name: t for t in (
     NotificationType("payment.received", "payments", ("email", "push")),
     NotificationType("payment.refunded", "payments", ("email", "push")),
     NotificationType("payment.failed", "payments", ("push", "email")),
+    NotificationType("subscription.status", "payments", ("email", "push")),  # to the pharmacy's staff
     # The code the patient gives the courier: a text message first, and it cannot wait for morning.
     NotificationType("order.delivery_code", "orders", ("sms", "whatsapp", "email"), urgent=True),
     NotificationType("prescription.approved", "prescriptions", _PUSH_FIRST),

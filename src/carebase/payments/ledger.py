@@ -25,8 +25,8 @@ from carebase.platform.errors import Conflict, Forbidden
 from carebase.platform.ids import new_id
 from carebase.platform.money import money
 
-WALLET, ESCROW, PAYABLE, CLEARING, FEES = ("patient_wallet", "escrow", "merchant_payable", "platform_clearing",
-                                           "provider_fees")
+WALLET, ESCROW, PAYABLE, CLEARING, FEES, REVENUE = ("patient_wallet", "escrow", "merchant_payable",
+                                                    "platform_clearing", "provider_fees", "platform_revenue")
 
 
 async def account(session: AsyncSession, kind: str, currency: str, *, owner_account: uuid.UUID | None = None,

@@ -31,7 +31,9 @@ from sqlalchemy.dialects.postgresql import JSONB, UUID
 from carebase.platform.db import metadata
 
 # patient_wallet | escrow | merchant_payable (never below zero) | platform_clearing | provider_fees
-ACCOUNT_KINDS = ("patient_wallet", "escrow", "merchant_payable", "platform_clearing", "provider_fees")
+# | platform_revenue (what pharmacies pay the platform: subscriptions)
+ACCOUNT_KINDS = ("patient_wallet", "escrow", "merchant_payable", "platform_clearing", "provider_fees",
+                 "platform_revenue")
 NON_NEGATIVE = ("patient_wallet", "escrow", "merchant_payable")
 
 ledger_accounts = Table(
@@ -46,8 +48,8 @@ ledger_accounts = Table(
     # consistency test and `ledger_check` compare the two).
     Column("balance_minor", BigInteger, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
-    CheckConstraint("kind IN ('patient_wallet', 'escrow', 'merchant_payable', 'platform_clearing', 'provider_fees')",
-                    name="known_kind"),
+    CheckConstraint("kind IN ('patient_wallet', 'escrow', 'merchant_payable', 'platform_clearing', 'provider_fees', "
+                    "'platform_revenue')", name="known_kind"),
     CheckConstraint("kind NOT IN ('patient_wallet', 'escrow', 'merchant_payable') OR balance_minor >= 0",
                     name="never_negative"),
 )
@@ -102,6 +104,7 @@ payments = Table(
     Column("fee_minor", BigInteger, nullable=False),  # what the provider kept
     Column("failure_reason", String(300), nullable=True),
     Column("checkout_url", String(500), nullable=True),
+    Column("client_secret", String(300), nullable=True),  # Stripe's, for the payer's browser (Stripe.js)
     Column("return_url", String(500), nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
@@ -155,6 +158,7 @@ refunds = Table(
     Column("finished_at", DateTime(timezone=True), nullable=True),
     CheckConstraint("amount_minor >= 0 AND wallet_minor >= 0 AND amount_minor + wallet_minor > 0",
                     name="refunds_something"),
+    Index("ix_payment_refunds_provider_ref", "provider_ref"),
 )
 
 webhook_events = Table(
@@ -193,4 +197,16 @@ sandbox_charges = Table(
     Column("refunded_minor", BigInteger, nullable=False),
     Column("metadata", JSONB, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+# What each reconciliation run found (the platform's: superadmins read it).
+reconciliations = Table(
+    "payment_reconciliations",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column("provider", String(16), nullable=False),
+    Column("since", DateTime(timezone=True), nullable=False),
+    Column("checked", Integer, nullable=False),  # the provider's payments compared
+    Column("mismatches", JSONB, nullable=False),  # [{"provider_ref", "ours", "theirs"}]
+    Column("ran_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )

@@ -65,3 +65,14 @@ async def pay_order_from_page(order_id: uuid.UUID, session: DbSession, principal
                                       use_wallet=bool(use_wallet)),
         error_id="pay-refused",
         redirect=lambda p: p.checkout_url or f"/portal/orders/{order_id}?payment=succeeded")
+
+
+@router.get("/portal/pharmacy/payouts", response_class=HTMLResponse)
+async def payouts_page(request: Request, session: DbSession, principal: PagePrincipal) -> Response:
+    """The pharmacy's money: held in escrow, released and waiting, paid out (with a chart of the
+    payouts), and its recent transactions."""
+    async def context(p: Principal) -> dict:
+        return {"balances": await service.merchant_balance(session, p),
+                "transactions": await service.transactions(session, p, merchant=True, limit=50)}
+
+    return await render_page(request, session, principal, "payments/payouts.html", context)

@@ -18,9 +18,7 @@ from carebase.settings import get_settings
 router = APIRouter(prefix="/api/v1", tags=["payments"])
 
 
-def payment_out(p: service.Payment) -> schemas.PaymentOut:
-    return schemas.PaymentOut(total_minor=p.total_minor, **{k: getattr(p, k) for k in schemas.PaymentOut.model_fields
-                                                            if k != "total_minor"})
+payment_out = schemas.PaymentOut.of
 
 
 @router.post("/payments/create-intent", status_code=status.HTTP_201_CREATED, response_model=schemas.PaymentOut,
@@ -35,10 +33,12 @@ async def create_intent(body: schemas.IntentIn, principal: CurrentPrincipal, ses
 
 
 @router.post("/payments/confirm", response_model=schemas.PaymentOut,
-             summary="Where a payment stands after the payer came back from the checkout page (the webhook decides; "
-                     "this only reads)")
+             summary="Where a payment stands after the payer came back from the checkout page (the webhook decides). "
+                     "Razorpay Checkout's razorpay_payment_id and razorpay_signature, once verified, confirm it at once")
 async def confirm(body: schemas.ConfirmIn, principal: CurrentPrincipal, session: DbSession) -> schemas.PaymentOut:
-    return payment_out(await service.get_payment(session, principal, body.payment_id))
+    return payment_out(await service.confirm(session, principal, body.payment_id,
+                                             provider_payment_ref=body.razorpay_payment_id,
+                                             signature=body.razorpay_signature))
 
 
 @router.get("/payments/transactions", response_model=list[schemas.TransactionOut],
@@ -49,6 +49,17 @@ async def transactions(principal: CurrentPrincipal, session: DbSession,
                        limit: Annotated[int, Query(ge=1, le=500)] = 100) -> list[schemas.TransactionOut]:
     found = await service.transactions(session, principal, merchant=scope == "merchant", limit=limit)
     return [schemas.TransactionOut(**vars(t)) for t in found]
+
+
+@router.get("/payments/reconciliation", response_model=list[schemas.ReconciliationOut],
+            summary="The daily reconciliation's reports, newest first: our payments against the provider's list, "
+                    "and every disagreement (platform operators)")
+async def reconciliation(principal: CurrentPrincipal, session: DbSession,
+                         limit: Annotated[int, Query(ge=1, le=365)] = 30) -> list[schemas.ReconciliationOut]:
+    return [schemas.ReconciliationOut(id=r.id, provider=r.provider, since=r.since, checked=r.checked,
+                                      ran_at=r.ran_at, mismatches=[schemas.MismatchOut(**vars(m))
+                                                                   for m in r.mismatches])
+            for r in await service.reconciliation_reports(session, principal, limit=limit)]
 
 
 @router.get("/payments/{payment_id}", response_model=schemas.PaymentOut, summary="One payment (yours, or your "

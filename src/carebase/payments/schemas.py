@@ -24,6 +24,8 @@ class IntentIn(Strict):
 
 class ConfirmIn(Strict):
     payment_id: uuid.UUID
+    razorpay_payment_id: str | None = Field(default=None, max_length=100, description="From Razorpay Checkout")
+    razorpay_signature: str | None = Field(default=None, max_length=200, description="From Razorpay Checkout")
 
 
 class PaymentOut(BaseModel):
@@ -42,9 +44,15 @@ class PaymentOut(BaseModel):
     refunded_minor: int
     failure_reason: str | None
     checkout_url: str | None = Field(description="Send the payer here to pay (the provider's hosted page)")
+    client_secret: str | None = Field(default=None, description="Stripe: what Stripe.js confirms the payment with")
     return_url: str | None
     created_at: datetime
     updated_at: datetime
+
+    @classmethod
+    def of(cls, p) -> PaymentOut:
+        """From the service's Payment (any domain's routes answer with it this way)."""
+        return cls(total_minor=p.total_minor, **{k: getattr(p, k) for k in cls.model_fields if k != "total_minor"})
 
 
 class RefundIn(Strict):
@@ -113,3 +121,18 @@ class MerchantBalanceOut(BaseModel):
     payable_minor: int = Field(description="Released to you, waiting for the next payout")
     paid_out_minor: int
     payouts: list[PayoutOut]
+
+
+class MismatchOut(BaseModel):
+    provider_ref: str
+    ours: str
+    theirs: str
+
+
+class ReconciliationOut(BaseModel):
+    id: uuid.UUID
+    provider: str
+    since: datetime
+    checked: int = Field(description="The provider's payments compared")
+    mismatches: list[MismatchOut]
+    ran_at: datetime

@@ -29,11 +29,18 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from carebase.notifications import service as notifications
 from carebase.payments import gateways, ledger
-from carebase.payments.models import payment_transactions, payments, payouts, refunds, webhook_events
+from carebase.payments.models import (
+    payment_transactions,
+    payments,
+    payouts,
+    reconciliations,
+    refunds,
+    webhook_events,
+)
 from carebase.platform import jobs, realtime
 from carebase.platform.authz import Principal, require, require_tenant
 from carebase.platform.db import set_context
-from carebase.platform.errors import Conflict, Forbidden, NotFound, ValidationFailed
+from carebase.platform.errors import Conflict, Forbidden, NotFound, ServiceUnavailable, ValidationFailed
 from carebase.platform.ids import new_id
 from carebase.platform.logging import get_logger
 from carebase.platform.money import money
@@ -57,7 +64,9 @@ class Payable:
 
 
 class Purpose(Protocol):
-    escrow: bool  # the money waits in the merchant's escrow until delivery
+    # Where the money goes: "escrow" (the merchant's, until delivery), "wallet" (the payer's own:
+    # a top-up) or "revenue" (the platform's: a pharmacy's subscription).
+    credit: str
 
     async def payable(self, session: AsyncSession, principal: Principal, reference_id: uuid.UUID) -> Payable: ...
 
@@ -101,6 +110,7 @@ class Payment:
     fee_minor: int
     failure_reason: str | None
     checkout_url: str | None
+    client_secret: str | None
     return_url: str | None
     created_at: datetime
     updated_at: datetime
@@ -161,7 +171,7 @@ async def create_intent(session: AsyncSession, principal: Principal, *, purpose:
     ref = str(reference_id)
     await _lock(session, f"pay:{purpose}:{ref}")
     due = payable.total_minor
-    if handler.escrow:
+    if handler.credit == "escrow":
         assert payable.tenant_id is not None
         due -= await ledger.held(session, await _escrow(session, payable.tenant_id, payable.currency), ref)
     if due <= 0:
@@ -173,8 +183,8 @@ async def create_intent(session: AsyncSession, principal: Principal, *, purpose:
         if wallet_minor < 0 or wallet_minor > due:
             raise ValidationFailed(f"wallet_minor is between 0 and what is due ({due}).", code="bad-wallet-amount")
         take = wallet_minor
-    if purpose == "wallet_topup":
-        take = 0
+    if handler.credit != "escrow":
+        take = 0  # the wallet pays for medicines; it does not top itself up or pay the platform
     card = due - take
     open_ = (await session.execute(select(payments).where(
         payments.c.purpose == purpose, payments.c.reference_id == reference_id, payments.c.status.in_(OPEN))
@@ -213,7 +223,7 @@ async def create_intent(session: AsyncSession, principal: Principal, *, purpose:
         created = await gw.create(session, gateways.Charge(str(payment_id), card, payable.currency,
                                                            payable.description))
         await session.execute(update(payments).where(payments.c.id == payment_id).values(
-            provider_ref=created.ref, checkout_url=created.checkout_url))
+            provider_ref=created.ref, checkout_url=created.checkout_url, client_secret=created.client_secret))
         row = (await session.execute(select(payments).where(payments.c.id == payment_id))).one()
         await _record(session, row, _type_of(purpose), "pending", card)
     return await get_payment(session, principal, payment_id)
@@ -271,6 +281,26 @@ async def transactions(session: AsyncSession, principal: Principal, *, merchant:
                         r.provider_ref, r.note, r.at) for r in rows]
 
 
+async def confirm(session: AsyncSession, principal: Principal, payment_id: uuid.UUID, *,
+                  provider_payment_ref: str | None = None, signature: str | None = None) -> Payment:
+    """Where a payment stands once the payer is back from the provider. With Razorpay Checkout's
+    signature (HMAC of "order|payment" under the key secret, checked by the SDK) the payment is
+    taken as captured at once, exactly as its webhook would (the later webhook changes nothing)."""
+    payment = await get_payment(session, principal, payment_id)
+    if signature is None and provider_payment_ref is None:
+        return payment
+    if payment.provider != "razorpay" or not signature or not provider_payment_ref:
+        raise ValidationFailed("Only a Razorpay payment is confirmed with razorpay_payment_id and "
+                               "razorpay_signature (both).", code="bad-confirmation")
+    gw = gateways.gateway(get_settings(), "razorpay")
+    assert isinstance(gw, gateways.RazorpayGateway)
+    gw.check_payment_signature(payment.provider_ref or "", provider_payment_ref, signature)
+    await _handle_event(session, "razorpay", gateways.WebhookEvent(
+        f"checkout:{provider_payment_ref}", "payment.succeeded", payment.provider_ref, payment.amount_minor,
+        payment.currency, payment_ref=provider_payment_ref, provider_type="checkout.signature"))
+    return await get_payment(session, principal, payment_id)
+
+
 # -- webhooks -------------------------------------------------------------------------------------
 
 
@@ -278,8 +308,17 @@ async def handle_webhook(session: AsyncSession, provider: str, body: bytes, head
     """A provider's event: signature first (400 and nothing written when it is wrong), then once
     per event id (a replay is answered and changes nothing), then applied if it still moves the
     payment forward (a late 'failed' after 'succeeded' is recorded and ignored)."""
-    gw = gateways.gateway(get_settings(), provider)
+    try:
+        gw = gateways.gateway(get_settings(), provider)
+    except ServiceUnavailable:
+        # 404, not 503: a provider would retry a 503 for days against an install that never meant to use it.
+        raise NotFound(f"{provider} webhooks are not enabled here: set CAREBASE_PAYMENT_PROVIDER and its keys.",
+                       code="webhook-not-configured") from None
     event = gw.read_webhook(body, {k.lower(): v for k, v in headers.items()})
+    return await _handle_event(session, provider, event)
+
+
+async def _handle_event(session: AsyncSession, provider: str, event: gateways.WebhookEvent) -> str:
     fresh = await session.execute(insert(webhook_events).values(
         provider=provider, event_id=event.id, type=event.provider_type[:60] or event.type, outcome="received")
         .on_conflict_do_nothing().returning(webhook_events.c.event_id))
@@ -294,13 +333,20 @@ async def handle_webhook(session: AsyncSession, provider: str, body: bytes, head
 
 
 async def _apply(session: AsyncSession, provider: str, event: gateways.WebhookEvent) -> tuple[str, uuid.UUID | None]:
-    if event.type == "other" or not event.ref:
+    if event.type == "other":
         return f"ignored: {event.provider_type or event.type}", None
-    found = (await session.execute(text("SELECT * FROM payment_for_provider(:p, :r)"),
-                                   {"p": provider, "r": event.ref})).first()
+    if event.type.startswith("refund."):
+        # A refund names the refund (Razorpay's does not name the order): found by its own id.
+        found = (await session.execute(text("SELECT * FROM payment_for_refund(:p, :r)"),
+                                       {"p": provider, "r": event.refund_ref})).first() if event.refund_ref else None
+    else:
+        found = (await session.execute(text("SELECT * FROM payment_for_provider(:p, :r)"),
+                                       {"p": provider, "r": event.ref})).first() if event.ref else None
     if found is None:
         return "unknown payment", None
-    await set_context(session, found.tenant_id, found.account_id)
+    # The merchant's organization (the payer's own, when the platform was paid: a top-up, a pharmacy's
+    # subscription), so that what the payment is for can be written.
+    await set_context(session, found.tenant_id or found.payer_tenant_id, found.account_id)
     row = (await session.execute(select(payments).where(payments.c.id == found.id).with_for_update())).one()
     if event.type.startswith("refund."):
         return await _refund_news(session, row, event), row.id
@@ -333,9 +379,11 @@ async def _apply(session: AsyncSession, provider: str, event: gateways.WebhookEv
                provider_payment_ref=event.payment_ref, failure_reason=None)
     clearing = await _platform(session, ledger.CLEARING, row.currency)
     handler = _purpose(row.purpose)
-    if handler.escrow:
+    reference = str(row.reference_id)
+    if handler.credit == "escrow":
         target = await _escrow(session, row.tenant_id, row.currency)
-        reference = str(row.reference_id)
+    elif handler.credit == "revenue":
+        target = await _platform(session, ledger.REVENUE, row.currency)
     else:
         target = await _wallet(session, row.payer_account_id, row.currency)
         reference = str(row.id)
@@ -346,9 +394,11 @@ async def _apply(session: AsyncSession, provider: str, event: gateways.WebhookEv
                   provider_ref=event.payment_ref or row.provider_ref)
     await _tell(session, row, "payment.received", row.amount_minor + row.wallet_minor, f"{row.id}:received")
     await realtime.publish(session, f"account:{row.payer_account_id}", {"type": "payment:succeeded", "id": str(row.id)})
-    if handler.escrow:
+    if handler.credit == "escrow":
         if await ledger.held(session, target, reference) >= row.owed_minor:
             await _settled(session, row.purpose, row.reference_id, row.tenant_id)
+    elif handler.credit == "revenue":
+        await _settled(session, row.purpose, row.reference_id, row.tenant_id)
     return "succeeded", row.id
 
 
@@ -409,8 +459,8 @@ async def refund(session: AsyncSession, principal: Principal | None, payment_id:
                 raise Forbidden("Refunds are made by the merchant's staff.", code="forbidden")
             raise NotFound("No such payment.", code="payment-not-found")
     if row.tenant_id is None:
-        raise Conflict("A wallet top-up is not refunded to the card: the money stays in the wallet, to pay with.",
-                       code="not-refundable")
+        raise Conflict("Payments to the platform are not refunded here: a wallet top-up stays in the wallet, to "
+                       "pay with; a subscription is ended by cancelling it.", code="not-refundable")
     if not (reason or "").strip():
         raise ValidationFailed("Say why the money goes back: the payer reads it.", code="reason-required")
     left = row.captured_minor - row.refunded_minor
@@ -440,7 +490,7 @@ async def refund(session: AsyncSession, principal: Principal | None, payment_id:
     provider_ref = None
     if to_card:
         provider_ref = await gateways.gateway(get_settings(), row.provider).refund(
-            session, row.provider_ref, to_card, str(refund_id))
+            session, row.provider_ref, row.provider_payment_ref, to_card, str(refund_id))
     await session.execute(refunds.insert().values(
         id=refund_id, payment_id=payment_id, tenant_id=row.tenant_id, payer_account_id=row.payer_account_id,
         amount_minor=to_card, wallet_minor=to_wallet, currency=row.currency, status="succeeded",
@@ -508,6 +558,23 @@ async def refund_later(session: AsyncSession, purpose: str, reference_id: uuid.U
 
 
 # -- escrow release and payouts --------------------------------------------------------------------
+
+
+async def pay_from_payable(session: AsyncSession, tenant_id: uuid.UUID, currency: str, amount_minor: int,
+                           reference: str, *, memo: str) -> bool:
+    """The merchant pays the platform from what it is owed (a subscription renewal), in its own
+    organization's transaction; False, and nothing moved, when the payable does not cover it."""
+    payable = await ledger.account(session, ledger.PAYABLE, currency, owner_tenant=tenant_id)
+    revenue = await _platform(session, ledger.REVENUE, currency)
+    if amount_minor <= 0:
+        return True
+    try:
+        async with session.begin_nested():  # a payout draining it meanwhile fails only this
+            await ledger.post(session, "subscription_payment", [(payable, -amount_minor), (revenue, amount_minor)],
+                              reference=reference, memo=memo)
+    except Conflict:
+        return False
+    return True
 
 
 async def release_escrow(session: AsyncSession, tenant_id: uuid.UUID, currency: str, reference_id: uuid.UUID,
@@ -610,7 +677,7 @@ async def wallet(session: AsyncSession, principal: Principal, currency: str = "I
 class _TopUp:
     """Adding money to one's own wallet: paid to the platform, credited when the gateway says so."""
 
-    escrow = False
+    credit = "wallet"
 
     async def payable(self, session: AsyncSession, principal: Principal, reference_id: uuid.UUID) -> Payable:
         raise ValidationFailed("Top up with POST /api/v1/wallet/top-up.", code="bad-purpose")
@@ -645,7 +712,7 @@ async def top_up(session: AsyncSession, principal: Principal, *, amount_minor: i
         return_url="/portal/wallet", version=1))
     created = await gw.create(session, gateways.Charge(str(payment_id), amount_minor, currency, description))
     await session.execute(update(payments).where(payments.c.id == payment_id).values(
-        provider_ref=created.ref, checkout_url=created.checkout_url))
+        provider_ref=created.ref, checkout_url=created.checkout_url, client_secret=created.client_secret))
     row = (await session.execute(select(payments).where(payments.c.id == payment_id))).one()
     await _record(session, row, "wallet_topup", "pending", amount_minor)
     return _payment(row)
@@ -662,7 +729,7 @@ async def sandbox_checkout(session: AsyncSession, ref: str) -> tuple[Any, Paymen
     found = (await session.execute(text("SELECT * FROM payment_for_provider('sandbox', :r)"), {"r": ref})).first()
     if found is None:
         return charge, None
-    await set_context(session, found.tenant_id, found.account_id)
+    await set_context(session, found.tenant_id or found.payer_tenant_id, found.account_id)
     row = (await session.execute(select(payments).where(payments.c.id == found.id))).first()
     return charge, _payment(row) if row else None
 
@@ -690,9 +757,60 @@ class Mismatch:
     theirs: str
 
 
+RECONCILE_EVERY_SECONDS = 24 * 3600
+
+
+@dataclass
+class Reconciliation:
+    id: uuid.UUID
+    provider: str
+    since: datetime
+    checked: int
+    mismatches: list[Mismatch]
+    ran_at: datetime
+
+
+async def run_reconciliation(session: AsyncSession, *, provider: str | None = None,
+                             since: datetime | None = None) -> Reconciliation:
+    """Reconcile and keep the report (as the owner: it reads every organization's payments)."""
+    name = provider or get_settings().payment_provider
+    since = since or datetime.now(UTC) - timedelta(seconds=2 * RECONCILE_EVERY_SECONDS)
+    found, checked = await _reconcile(session, since=since, provider=name)
+    report_id = new_id()
+    await session.execute(reconciliations.insert().values(
+        id=report_id, provider=name, since=since, checked=checked, mismatches=[vars(m) for m in found]))
+    if found:
+        log.warning("payment_reconciliation_mismatches", provider=name, mismatches=len(found))
+    return Reconciliation(report_id, name, since, checked, found, datetime.now(UTC))
+
+
+@jobs.job("payments.reconcile")
+async def _reconcile_job(db) -> None:
+    async with db.transaction(owner=True) as session:
+        await run_reconciliation(session)
+
+
+jobs.recurring("payments.reconcile", RECONCILE_EVERY_SECONDS)
+
+
+async def reconciliation_reports(session: AsyncSession, principal: Principal, *, limit: int = 30
+                                 ) -> list[Reconciliation]:
+    """The latest reports, newest first (the platform's operators)."""
+    require(principal, "reconcile:payments")
+    rows = (await session.execute(select(reconciliations).order_by(reconciliations.c.ran_at.desc())
+                                  .limit(limit))).all()
+    return [Reconciliation(r.id, r.provider, r.since, r.checked, [Mismatch(**m) for m in r.mismatches], r.ran_at)
+            for r in rows]
+
+
 async def reconcile(session: AsyncSession, *, since: datetime | None = None,
                     provider: str | None = None) -> list[Mismatch]:
     """Compare our payments with the provider's list (the owner's job: it reads every tenant)."""
+    return (await _reconcile(session, since=since, provider=provider))[0]
+
+
+async def _reconcile(session: AsyncSession, *, since: datetime | None = None,
+                     provider: str | None = None) -> tuple[list[Mismatch], int]:
     gw = gateways.gateway(get_settings(), provider)
     since = since or datetime.now(UTC) - timedelta(days=2)
     theirs = {c.ref: c for c in await gw.charges(session, since)}
@@ -706,15 +824,14 @@ async def reconcile(session: AsyncSession, *, since: datetime | None = None,
             continue
         card_refunded = int(await session.scalar(select(func.coalesce(func.sum(refunds.c.amount_minor), 0)).where(
             refunds.c.payment_id == p.id, refunds.c.status == "succeeded")))
-        want_status = {"succeeded": "succeeded", "failed": "failed"}.get(c.status, "open")
-        have_status = p.status if p.status in ("succeeded", "failed") else "open"
-        if p.status == "cancelled" and c.status != "succeeded":
-            have_status = want_status
-        if want_status != have_status or (c.status == "succeeded" and (c.amount_minor != p.amount_minor
-                                                                     or c.refunded_minor != card_refunded)):
+        # Only money counts: a declined try that the provider keeps open for another card is, for
+        # us, a failed payment, and both agree nothing was taken.
+        theirs_paid, ours_paid = c.status == "succeeded", p.status == "succeeded"
+        if theirs_paid != ours_paid or (theirs_paid and (c.amount_minor != p.amount_minor
+                                                         or c.refunded_minor != card_refunded)):
             out.append(Mismatch(ref, f"{p.status} {p.amount_minor} refunded {card_refunded}",
                                 f"{c.status} {c.amount_minor} refunded {c.refunded_minor}"))
     for ref, p in ours.items():
-        if ref and ref not in theirs and p.created_at >= since:
+        if ref and ref not in theirs and p.status == "succeeded" and p.created_at >= since:
             out.append(Mismatch(ref, f"{p.status} {p.amount_minor}", "unknown to the provider"))
-    return out
+    return out, len(theirs)

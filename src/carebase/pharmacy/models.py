@@ -52,10 +52,16 @@ pharmacies = Table(
     Column("delivery_fee_minor", BigInteger, nullable=False),
     Column("currency", String(3), nullable=False),
     Column("listed", Boolean, nullable=False),  # the pharmacy's own switch; the subscription decides too
-    # trial | active | past_due | expired | cancelled: set by billing (issue 8); only trial and
-    # active (until subscription_ends_at) are listed and take orders.
+    # trial | active | past_due | expired | cancelled (pharmacy/subscriptions.py): trial, active and
+    # cancelled until subscription_ends_at, and past_due until its grace ends, are listed and take orders.
     Column("subscription_status", String(16), nullable=False),
     Column("subscription_ends_at", DateTime(timezone=True), nullable=True),
+    # pharmacy/subscriptions.py: the plan paid for, whether it renews, the grace period of an
+    # unpaid renewal, and credit left by a downgrade (taken off the next renewal).
+    Column("subscription_plan", String(16), nullable=True),
+    Column("subscription_auto_renew", Boolean, nullable=False, server_default="true"),
+    Column("subscription_grace_until", DateTime(timezone=True), nullable=True),
+    Column("subscription_credit_minor", BigInteger, nullable=False, server_default="0"),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("version", Integer, nullable=False),
@@ -250,4 +256,41 @@ delivery_otps = Table(
     Column("sends", Integer, nullable=False),
     Column("sent_at", DateTime(timezone=True), nullable=False),
     Column("verified_at", DateTime(timezone=True), nullable=True),
+)
+
+# A pharmacy's subscription invoices: numbered per pharmacy without gaps (platform/numbering.py).
+subscription_invoices = Table(
+    "pharmacy_subscription_invoices",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column("tenant_id", UUID(as_uuid=True), ForeignKey("pharmacies.tenant_id"), nullable=False),
+    Column("number", String(32), nullable=False),
+    Column("kind", String(12), nullable=False),  # checkout | renewal | change
+    Column("plan", String(16), nullable=False),
+    Column("period_start", DateTime(timezone=True), nullable=False),
+    Column("period_end", DateTime(timezone=True), nullable=False),
+    Column("description", String(200), nullable=False),
+    Column("net_minor", BigInteger, nullable=False),
+    Column("tax_name", String(16), nullable=False),
+    Column("tax_rate_bps", Integer, nullable=False),
+    Column("tax_minor", BigInteger, nullable=False),
+    Column("total_minor", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("status", String(8), nullable=False),  # open | paid | void
+    Column("paid_via", String(8), nullable=True),  # gateway | payable
+    Column("paid_at", DateTime(timezone=True), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    CheckConstraint("total_minor = net_minor + tax_minor AND net_minor >= 0", name="adds_up"),
+    Index("uq_pharmacy_subscription_invoices_tenant_id_number", "tenant_id", "number", unique=True),
+    Index("ix_pharmacy_subscription_invoices_tenant_id_created_at", "tenant_id", "created_at"),
+)
+
+subscription_events = Table(
+    "pharmacy_subscription_events",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("tenant_id", UUID(as_uuid=True), nullable=False, index=True),
+    Column("kind", String(16), nullable=False),  # paid | renewal_failed | suspended | cancelled | plan_changed
+    Column("note", String(300), nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )

@@ -13,7 +13,7 @@ from typing import Annotated
 from fastapi import APIRouter, File, Form, Request, UploadFile
 from fastapi.responses import HTMLResponse, Response
 
-from carebase.pharmacy import imports, service
+from carebase.pharmacy import imports, service, subscriptions
 from carebase.platform.authz import Principal
 from carebase.platform.errors import DomainError
 from carebase.platform.web import DbSession, PagePrincipal, refusable
@@ -95,8 +95,11 @@ async def orders_fragment(request: Request, session: DbSession, principal: PageP
 
 @router.post("/portal/pharmacy/orders/{order_id}/{action}", response_class=HTMLResponse)
 async def order_action(request: Request, order_id: uuid.UUID, action: str, session: DbSession,
-                       principal: PagePrincipal, reason: Text = ""):
+                       principal: PagePrincipal, reason: Text = "", code: Text = ""):
     moves = {"accept": "confirmed", "pack": "packed", "complete": "completed", "reject": "rejected"}
+    if action == "delivery-code":
+        return await _act(session, principal, lambda: service.verify_delivery_code(session, principal, order_id,
+                                                                                    code))
     if action == "dispatch":
         return await _act(session, principal, lambda: service.dispatch(session, principal, order_id))
     if action not in moves:
@@ -161,12 +164,14 @@ async def remove_from_page(request: Request, medicine_id: uuid.UUID, session: Db
 @router.post("/portal/checkout", response_class=HTMLResponse)
 async def checkout_from_page(request: Request, session: DbSession, principal: PagePrincipal,
                              pharmacy_id: Annotated[uuid.UUID, Form()], fulfilment: Text = "pickup",
-                             contact_name: Text = "", contact_phone: Text = "", delivery_address: Text = ""):
+                             contact_name: Text = "", contact_phone: Text = "", delivery_address: Text = "",
+                             payment_method: Text = "cod"):
     if not contact_name.strip():
         return refusal("Give the name the pharmacy should ask for.", "checkout-error")
     return await _act(session, principal, lambda: service.checkout(
         session, principal, pharmacy_id=pharmacy_id, fulfilment=fulfilment, contact_name=contact_name,
-        contact_phone=contact_phone.strip() or None, delivery_address=delivery_address),
+        contact_phone=contact_phone.strip() or None, delivery_address=delivery_address,
+        payment_method=payment_method),
         lambda order: f"/portal/orders/{order.id}", "checkout-error")
 
 
@@ -209,3 +214,40 @@ async def resend_code_from_page(order_id: uuid.UUID, session: DbSession, princip
     if isinstance(done, DomainError):
         return refusal(done, "pharmacy-error")
     return HTMLResponse('<small id="code-sent">A new code is on its way.</small>')
+
+
+# -- the pharmacy's subscription --------------------------------------------------------------------
+
+
+@router.get("/portal/pharmacy/subscription", response_class=HTMLResponse)
+async def subscription_page(request: Request, session: DbSession, principal: PagePrincipal):
+    async def context(p: Principal) -> dict:
+        invoices, events = await subscriptions.history(session, p)
+        return {"sub": await subscriptions.status(session, p), "invoices": invoices, "events": events,
+                "payment": request.query_params.get("payment")}
+
+    return await render_page(request, session, principal, "pharmacy/subscription.html", context)
+
+
+@router.post("/portal/pharmacy/subscription/checkout", response_class=HTMLResponse)
+async def subscription_checkout_from_page(session: DbSession, principal: PagePrincipal, plan: Text = ""):
+    return await _act(session, principal, lambda: subscriptions.checkout(session, principal, plan),
+                      lambda done: done[1].checkout_url or "/portal/pharmacy/subscription", "subscription-error")
+
+
+@router.post("/portal/pharmacy/subscription/invoices/{invoice_id}/pay", response_class=HTMLResponse)
+async def subscription_pay_from_page(invoice_id: uuid.UUID, session: DbSession, principal: PagePrincipal):
+    return await _act(session, principal, lambda: subscriptions.pay_invoice(session, principal, invoice_id),
+                      lambda payment: payment.checkout_url or "/portal/pharmacy/subscription", "subscription-error")
+
+
+@router.post("/portal/pharmacy/subscription/change", response_class=HTMLResponse)
+async def subscription_change_from_page(session: DbSession, principal: PagePrincipal, plan: Text = ""):
+    return await _act(session, principal, lambda: subscriptions.change_plan(session, principal, plan),
+                      error_id="subscription-error")
+
+
+@router.post("/portal/pharmacy/subscription/cancel", response_class=HTMLResponse)
+async def subscription_cancel_from_page(session: DbSession, principal: PagePrincipal):
+    return await _act(session, principal, lambda: subscriptions.cancel(session, principal),
+                      error_id="subscription-error")

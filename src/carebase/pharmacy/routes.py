@@ -10,10 +10,11 @@ from typing import Annotated
 from fastapi import APIRouter, File, Header, Query, Request, Response, UploadFile, status
 from fastapi.responses import JSONResponse
 
-from carebase.pharmacy import couriers, imports, schemas, service
+from carebase.payments.schemas import PaymentOut
+from carebase.pharmacy import couriers, imports, schemas, service, subscriptions
 from carebase.settings import get_settings
 from carebase.platform.authz import require
-from carebase.platform.web import CurrentPrincipal, DbSession, db_session, if_match_version, weak_etag
+from carebase.platform.web import CurrentPrincipal, DbSession, IdempotencyKey, db_session, if_match_version, weak_etag
 
 router = APIRouter(prefix="/api/v1", tags=["pharmacy"])
 
@@ -239,6 +240,76 @@ async def pharmacy_resend_code(order_id: uuid.UUID, principal: CurrentPrincipal,
     require(principal, "manage:own_orders")
     await service.resend_delivery_code(session, principal, order_id)
     return {"sent": True}
+
+
+# -- the pharmacy's subscription (the seed's /pharmacy/subscription/*) ------------------------------
+
+
+def invoice_out(i: subscriptions.Invoice) -> schemas.InvoiceOut:
+    return schemas.InvoiceOut(**vars(i))
+
+
+def subscription_out(s: subscriptions.Subscription) -> schemas.SubscriptionOut:
+    return schemas.SubscriptionOut(**{k: v for k, v in vars(s).items() if k != "plans"},
+                                   plans=[schemas.PlanOut(**p) for p in s.plans])
+
+
+@router.get("/pharmacy/subscription/status", response_model=schemas.SubscriptionOut,
+            summary="Your subscription: status, plan, paid until, grace period, the plans and their prices")
+async def subscription_status(principal: CurrentPrincipal, session: DbSession) -> schemas.SubscriptionOut:
+    return subscription_out(await subscriptions.status(session, principal))
+
+
+@router.post("/pharmacy/subscription/checkout", status_code=status.HTTP_201_CREATED,
+             response_model=schemas.CheckoutOut,
+             summary="Pay for a plan through the payment gateway (a new subscription, a reactivation, or the next "
+                     "period): an invoice and its payment; the subscription moves when the payment arrives. Needs an "
+                     "Idempotency-Key")
+async def subscription_checkout(body: schemas.PlanIn, principal: CurrentPrincipal, session: DbSession,
+                                _key: IdempotencyKey) -> schemas.CheckoutOut:
+    invoice, payment = await subscriptions.checkout(session, principal, body.plan)
+    return schemas.CheckoutOut(invoice=invoice_out(invoice), payment=PaymentOut.of(payment))
+
+
+@router.post("/pharmacy/subscription/change-plan", response_model=schemas.PlanChangeOut,
+             summary="Move to another plan now, prorated by the days left: an upgrade's difference is invoiced (pay "
+                     "it with .../invoices/{id}/pay), a downgrade's kept as credit for the next renewal")
+async def subscription_change(body: schemas.PlanIn, principal: CurrentPrincipal,
+                              session: DbSession) -> schemas.PlanChangeOut:
+    invoice, credit = await subscriptions.change_plan(session, principal, body.plan)
+    return schemas.PlanChangeOut(invoice=invoice_out(invoice) if invoice else None, credit_minor=credit)
+
+
+@router.post("/pharmacy/subscription/invoices/{invoice_id}/pay", status_code=status.HTTP_201_CREATED,
+             response_model=PaymentOut, summary="Pay an open invoice (a plan change, a renewal the payable did not cover) through the gateway. "
+                     "Needs an Idempotency-Key")
+async def subscription_pay(invoice_id: uuid.UUID, principal: CurrentPrincipal, session: DbSession,
+                           _key: IdempotencyKey) -> PaymentOut:
+    return PaymentOut.of(await subscriptions.pay_invoice(session, principal, invoice_id))
+
+
+@router.post("/pharmacy/subscription/cancel", response_model=schemas.SubscriptionOut,
+             summary="Cancel: no renewal; the pharmacy keeps selling until the paid period ends")
+async def subscription_cancel(principal: CurrentPrincipal, session: DbSession) -> schemas.SubscriptionOut:
+    return subscription_out(await subscriptions.cancel(session, principal))
+
+
+@router.get("/pharmacy/subscription/history", response_model=schemas.SubscriptionHistoryOut,
+            summary="Your subscription invoices (newest first) and what happened to the subscription")
+async def subscription_history(principal: CurrentPrincipal, session: DbSession) -> schemas.SubscriptionHistoryOut:
+    invoices, events = await subscriptions.history(session, principal)
+    return schemas.SubscriptionHistoryOut(invoices=[invoice_out(i) for i in invoices],
+                                          events=[schemas.SubscriptionEventOut(**vars(e)) for e in events])
+
+
+@router.get("/pharmacy/subscription/invoices/{invoice_id}/pdf", response_class=Response,
+            responses={200: {"content": {"application/pdf": {}}}},
+            summary="A subscription invoice as a PDF (a receipt once paid), with its tax line")
+async def subscription_invoice_pdf(invoice_id: uuid.UUID, principal: CurrentPrincipal,
+                                   session: DbSession) -> Response:
+    filename, body = await subscriptions.invoice_pdf(session, principal, invoice_id)
+    return Response(body, media_type="application/pdf",
+                    headers={"Content-Disposition": f'attachment; filename="{filename}"'})
 
 
 # -- the patient's side --------------------------------------------------------------------------

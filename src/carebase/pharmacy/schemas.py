@@ -9,6 +9,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from carebase.payments.schemas import PaymentOut
 from carebase.platform.fields import Phone, Strict
 
 Money = Field(ge=0, le=10**12, description="Minor units (paise, cents)")
@@ -253,3 +254,74 @@ class ImportOut(BaseModel):
     ignored_columns: list[str]
     committed_at: datetime | None
     result: dict[str, int] | None = Field(description="After a commit: created, updated, unchanged, skipped")
+
+
+# -- subscriptions -------------------------------------------------------------------------------
+
+
+class PlanIn(Strict):
+    plan: Literal["basic", "pro"]
+
+
+class PlanOut(BaseModel):
+    code: str
+    name: str
+    period_days: int
+    features: list[str]
+    price_minor: int | None = Field(description="Net, per period, in the pharmacy's currency")
+    tax: str
+    tax_rate_bps: int
+
+
+class SubscriptionOut(BaseModel):
+    status: Literal["trial", "active", "past_due", "expired", "cancelled"]
+    status_text: str
+    plan: str | None
+    ends_at: datetime | None = Field(description="The paid period (or the trial) ends then")
+    grace_until: datetime | None = Field(description="past_due: pay by then or the pharmacy is suspended")
+    auto_renew: bool
+    credit_minor: int = Field(description="Left by a downgrade: taken off the next renewal")
+    currency: str
+    live: bool = Field(description="Listed and taking orders")
+    plans: list[PlanOut]
+
+
+class InvoiceOut(BaseModel):
+    id: uuid.UUID
+    number: str
+    kind: str
+    plan: str
+    period_start: datetime
+    period_end: datetime
+    description: str
+    net_minor: int
+    tax_name: str
+    tax_rate_bps: int
+    tax_minor: int
+    total_minor: int
+    currency: str
+    status: str
+    paid_via: str | None
+    paid_at: datetime | None
+    created_at: datetime
+
+
+class SubscriptionEventOut(BaseModel):
+    kind: str
+    note: str
+    at: datetime
+
+
+class SubscriptionHistoryOut(BaseModel):
+    invoices: list[InvoiceOut]
+    events: list[SubscriptionEventOut]
+
+
+class CheckoutOut(BaseModel):
+    invoice: InvoiceOut
+    payment: PaymentOut = Field(description="Send the payer to its checkout_url")
+
+
+class PlanChangeOut(BaseModel):
+    invoice: InvoiceOut | None = Field(description="An upgrade's prorated difference, to pay")
+    credit_minor: int = Field(description="A downgrade's prorated difference, kept for the next renewal")

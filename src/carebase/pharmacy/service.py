@@ -58,7 +58,7 @@ from carebase.tenants import service as tenants
 realtime.topic("orders", "manage:own_orders")
 
 MAX_PAGE = 100
-LIVE_SUBSCRIPTIONS = ("trial", "active")
+LIVE_SUBSCRIPTIONS = ("trial", "active", "cancelled")
 TRIAL_DAYS = 30
 RX_VALID_DAYS = 180  # a prescription-only medicine from a prescription at most this old
 CONTROLLED_VALID_DAYS = 30  # a controlled one: sooner, and once
@@ -104,6 +104,7 @@ class Pharmacy:
     listed: bool
     subscription_status: str
     subscription_ends_at: datetime | None
+    subscription_grace_until: datetime | None
     version: int
     distance_km: float | None = None
 
@@ -113,16 +114,25 @@ class Pharmacy:
 
     @property
     def taking_orders(self) -> bool:
-        return self.listed and subscription_live(self.subscription_status, self.subscription_ends_at)
+        return self.listed and subscription_live(self.subscription_status, self.subscription_ends_at,
+                                                 grace_until=self.subscription_grace_until)
 
 
-def subscription_live(status: str, ends_at: datetime | None, now: datetime | None = None) -> bool:
-    return status in LIVE_SUBSCRIPTIONS and (ends_at is None or ends_at > (now or datetime.now(UTC)))
+def subscription_live(status: str, ends_at: datetime | None, now: datetime | None = None, *,
+                      grace_until: datetime | None = None) -> bool:
+    """Listed and taking orders: a trial, an active or a cancelled subscription until its period
+    ends, an unpaid renewal until its grace ends (pharmacy/subscriptions.py)."""
+    now = now or datetime.now(UTC)
+    if status == "past_due":
+        return grace_until is not None and grace_until > now
+    return status in LIVE_SUBSCRIPTIONS and (ends_at is None or ends_at > now)
 
 
 def _live_sql():
-    return and_(pharmacies.c.listed, pharmacies.c.subscription_status.in_(LIVE_SUBSCRIPTIONS),
-                or_(pharmacies.c.subscription_ends_at.is_(None), pharmacies.c.subscription_ends_at > func.now()))
+    return and_(pharmacies.c.listed, or_(
+        and_(pharmacies.c.subscription_status.in_(LIVE_SUBSCRIPTIONS),
+             or_(pharmacies.c.subscription_ends_at.is_(None), pharmacies.c.subscription_ends_at > func.now())),
+        and_(pharmacies.c.subscription_status == "past_due", pharmacies.c.subscription_grace_until > func.now())))
 
 
 _PHARMACY_FIELDS = tuple(f for f in Pharmacy.__dataclass_fields__ if f != "distance_km")
@@ -1331,7 +1341,7 @@ class _OrderPurpose:
     """What payments needs to know of an order: what is owed and by whom, and what to do once it
     is paid or refunded. Its money waits in the pharmacy's escrow until delivery."""
 
-    escrow = True
+    credit = "escrow"
 
     async def payable(self, session: AsyncSession, principal: Principal, reference_id: uuid.UUID) -> payments.Payable:
         require(principal, "create:orders")

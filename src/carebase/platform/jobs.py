@@ -88,6 +88,21 @@ def job(name: str) -> Callable[[Handler], Handler]:
     return register
 
 
+# Jobs that run on their own every so often (name -> seconds): each worker queues the first run at
+# start and every run queues the next, one at a time (a queueing lock per name).
+_recurring: dict[str, float] = {}
+
+
+def recurring(name: str, every_seconds: float) -> None:
+    """Run the job ``name`` (no arguments) every ``every_seconds`` while any worker runs."""
+    _recurring[name] = every_seconds
+
+
+async def _queue_recurring(db: Database, name: str, delay_seconds: float) -> None:
+    async with db.transaction() as session:
+        await defer_once(session, name, queueing_lock=f"recurring:{name}", delay_seconds=delay_seconds)
+
+
 def _bind(app: procrastinate.App, reg: _Registered) -> None:
     async def run(context, **args):
         assert _db is not None, "jobs run inside `carebase worker`"
@@ -96,6 +111,9 @@ def _bind(app: procrastinate.App, reg: _Registered) -> None:
         except Exception as exc:
             await _record_failure(context.job, exc)
             raise
+        finally:
+            if reg.name in _recurring:
+                await _queue_recurring(_db, reg.name, _recurring[reg.name])
 
     app.task(name=reg.name, queue=QUEUE, retry=Backoff(), pass_context=True)(run)
 
@@ -213,6 +231,8 @@ async def run_worker(db: Database, *, concurrency: int = 4, poll_seconds: float 
     app = procrastinate_app(db)
     async with app.open_async():
         await recover_stalled_jobs(app, stalled_seconds)
+        for name in _recurring:
+            await _queue_recurring(db, name, 0)
 
         async def keep_recovering():
             while True:

@@ -15,3 +15,9 @@ def money(minor: int, currency: str) -> str:
     if currency in NO_DECIMALS:
         return f"{sign}{symbol}{minor:,}"
     return f"{sign}{symbol}{minor // 100:,}.{minor % 100:02d}"
+
+
+def plain(minor: int, currency: str) -> str:
+    """The same amount with the ISO code, for PDFs (their core fonts have no ₹): "INR 31.50"."""
+    text = money(minor, "XXX").replace("XXX ", "")
+    return f"{currency} {text}"
