@@ -53,6 +53,8 @@ def upgrade() -> None:
                        name=op.f('ck_ledger_accounts_never_negative')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_ledger_accounts'))
     )
+    op.create_index('ix_ledger_accounts_owner_account_id', 'ledger_accounts', ['owner_account_id'])
+    op.create_index('ix_ledger_accounts_owner_tenant_id', 'ledger_accounts', ['owner_tenant_id'])
     op.execute(f"CREATE UNIQUE INDEX uq_ledger_accounts_owner ON ledger_accounts (kind, "
                f"coalesce(owner_account_id, {ZERO}), coalesce(owner_tenant_id, {ZERO}), currency)")
     op.create_table('ledger_entries',

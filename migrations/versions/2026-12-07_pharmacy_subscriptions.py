@@ -1,5 +1,5 @@
 """pharmacy subscriptions: plan, renewal, grace and credit on the profile; invoices and their
-events; gapless document numbers per organization
+events; gapless document numbers per organization; order receipts
 
 Revision ID: 0020
 Revises: 0019
@@ -67,6 +67,9 @@ def upgrade() -> None:
     sa.Column('last', sa.BigInteger(), nullable=False),
     sa.PrimaryKeyConstraint('tenant_id', 'series', name=op.f('pk_document_numbers'))
     )
+    op.add_column('pharmacy_orders', sa.Column('receipt_number', sa.String(length=32), nullable=True))
+    op.create_index('uq_pharmacy_orders_tenant_id_receipt_number', 'pharmacy_orders', ['tenant_id', 'receipt_number'],
+                    unique=True)
     grant('pharmacy_subscription_invoices', 'SELECT, INSERT, UPDATE')
     grant('pharmacy_subscription_events', 'SELECT, INSERT')
     grant('document_numbers', 'SELECT, INSERT, UPDATE')
@@ -75,6 +78,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_index('uq_pharmacy_orders_tenant_id_receipt_number', table_name='pharmacy_orders')
+    op.drop_column('pharmacy_orders', 'receipt_number')
     for table in ('document_numbers', 'pharmacy_subscription_events', 'pharmacy_subscription_invoices'):
         op.drop_table(table)
     for column in ('subscription_credit_minor', 'subscription_grace_until', 'subscription_auto_renew',

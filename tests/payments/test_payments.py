@@ -13,6 +13,7 @@ import uuid
 import pytest
 
 from tests.conftest import assert_problem, bearer, login, run_db, tenant_id_of
+from tests.encounters.test_export import pdf_text
 from tests.pharmacy import test_pharmacy
 from tests.pharmacy.test_pharmacy import PHARMACIST, checkout, demo_pharmacy, shopper, shopper_login  # noqa: F401
 
@@ -174,6 +175,21 @@ def test_a_card_payment_waits_in_escrow_until_the_delivery_code_then_is_paid_out
     assert r.json()["status"] == "completed"
     assert [e["status"] for e in r.json()["events"]][-2:] == ["delivered", "completed"]
     assert held_for(owner, oid) == 0
+    # The sale's receipt, numbered per pharmacy, for the patient and the pharmacy.
+    receipt = r.json()["receipt_number"]
+    assert re.fullmatch(r"RCT-\d{4}-\d{6}", receipt)
+    for url, who in ((f"/api/v1/patient/orders/{oid}/receipt.pdf", patient),
+                     (f"/api/v1/pharmacy/orders/{oid}/receipt.pdf", pharmacist)):
+        pdf = client.get(url, headers=who)
+        assert pdf.status_code == 200 and pdf.headers["content-type"] == "application/pdf"
+        text = pdf_text(pdf.content)
+        assert receipt in text and order["number"] in text and f"INR {total // 100:,}.{total % 100:02d}" in text
+    assert_problem(client.get(f"/api/v1/patient/orders/{oid}/receipt.pdf",
+                              headers=bearer(login(client, "pharmacist@demo2.carebase.local"))), 403, "forbidden")
+    numbers = sorted(int(n.rsplit("-", 1)[1]) for (n,) in owner.execute(
+        "SELECT receipt_number FROM pharmacy_orders WHERE tenant_id = (SELECT tenant_id FROM pharmacy_orders "
+        "WHERE id = %s) AND receipt_number IS NOT NULL", (oid,)).fetchall())
+    assert numbers == list(range(1, len(numbers) + 1))  # no gaps
     fee = total * 200 // 10_000
     after = {b["currency"]: b for b in client.get("/api/v1/merchant/balance", headers=pharmacist).json()}["INR"]
     assert after["payable_minor"] - before["payable_minor"] == total - fee
@@ -626,3 +642,67 @@ def test_the_worker_reconciles_by_itself(backend, owner):
     # The next run is queued for tomorrow, once.
     assert owner.execute("SELECT count(*) FROM procrastinate_jobs WHERE task_name = 'payments.reconcile' AND "
                          "status = 'todo' AND scheduled_at > now() + interval '23 hours'").fetchone()[0] == 1
+
+
+def test_an_order_paid_twice_gives_the_excess_back(backend, client, owner, pharmacist, patient):
+    """Two checkout tabs: the first payment is replaced by a second, both are paid. The order is
+    paid once; the late one's money goes back (by a job in the pharmacy's organization)."""
+    from carebase.payments import service as payments
+
+    order = online_order(client, pharmacist, patient, price=4000, quantity=1, fulfilment="pickup")
+    first = intent(client, patient, order["id"])
+    top_up(client, patient, 1_000)
+    second = intent(client, patient, order["id"], wallet_minor=1_000)  # replaces the first
+    assert client.get(f"/api/v1/payments/{first['id']}", headers=patient).json()["status"] == "cancelled"
+    pay_on_sandbox(client, second)
+    assert order_of(client, patient, order["id"])["payment_status"] == "paid"
+    pay_on_sandbox(client, first)  # the slow tab
+    assert held_for(owner, order["id"]) == 2 * order["total_minor"]  # for now it holds both
+    job = owner.execute("SELECT args FROM procrastinate_jobs WHERE task_name = 'payments.refund_payment' AND "
+                        "args->>'payment_id' = %s", (first["id"],)).fetchone()[0]
+    assert job["amount_minor"] == order["total_minor"]
+
+    def run():
+        return run_db(backend, lambda s: payments.refund_excess(s, uuid.UUID(job["payment_id"]), job["amount_minor"],
+                                                                job["reason"]),
+                      owner=False, tenant_id=uuid.UUID(job["tenant_id"]))
+
+    assert run() == order["total_minor"]
+    assert run() == 0  # twice: nothing more
+    assert held_for(owner, order["id"]) == order["total_minor"]
+    assert order_of(client, patient, order["id"])["payment_status"] == "paid"
+    assert books(backend) == []
+
+
+def test_the_revenue_report_adds_up_per_day(backend, client, owner, pharmacist, patient):
+    """Gross takings, refunds and the provider's fee of a delivered order, today, for the pharmacy
+    (its admin and pharmacists), and the same figures on the portal page."""
+    def today() -> dict:
+        r = client.get("/api/v1/payments/revenue", headers=pharmacist, params={"days": 1})
+        assert r.status_code == 200, r.text
+        rows = [d for d in r.json() if d["currency"] == "INR"]
+        return rows[0] if rows else {"gross_minor": 0, "refunds_minor": 0, "fees_minor": 0, "net_minor": 0,
+                                     "payments": 0}
+
+    before = today()
+    order = online_order(client, pharmacist, patient, price=6000, quantity=1, fulfilment="pickup")
+    p = intent(client, patient, order["id"])
+    pay_on_sandbox(client, p)
+    r = client.post("/api/v1/payments/refund", headers={**pharmacist, **key()},
+                    json={"payment_id": p["id"], "amount_minor": 1000, "reason": "a strip short"})
+    assert r.status_code == 201, r.text
+    for action in ("accept", "pack", "complete"):  # handed over: the escrow is released, the fee charged
+        assert client.post(f"/api/v1/pharmacy/orders/{order['id']}/{action}", headers=pharmacist).status_code == 200
+    after = today()
+    fee = 6000 * 200 // 10_000
+    assert after["gross_minor"] - before["gross_minor"] == 6000
+    assert after["refunds_minor"] - before["refunds_minor"] == 1000
+    assert after["fees_minor"] - before["fees_minor"] == fee
+    assert after["net_minor"] - before["net_minor"] == 6000 - 1000 - fee
+    assert after["payments"] - before["payments"] == 1
+    admin = bearer(login(client, "admin@demo.carebase.local"))
+    assert client.get("/api/v1/payments/revenue", headers=admin).status_code == 200
+    assert_problem(client.get("/api/v1/payments/revenue", headers=patient), 403, "forbidden")
+    assert client.get("/api/v1/payments/revenue", headers=pharmacist, params={"days": 0}).status_code == 422
+    page = client.get("/portal/revenue", headers=pharmacist)
+    assert page.status_code == 200 and "revenue-chart-INR" in page.text and after["day"] in page.text

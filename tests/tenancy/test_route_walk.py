@@ -561,6 +561,8 @@ CONTROL_ROLE = {"/api/v1/messages/conversations/{conversation_id}": "doctor",
                 "/api/v1/pharmacy/orders/{order_id}": "pharmacist",
                 "/api/v1/pharmacy/medicines/import/{import_id}": "pharmacist",
                 "/api/v1/pharmacy/subscription/invoices/{invoice_id}/pdf": "pharmacist",
+                "/api/v1/pharmacy/orders/{order_id}/receipt.pdf": "pharmacist",
+                "/api/v1/patient/orders/{order_id}/receipt.pdf": "patient",
                 "/api/v1/patient/orders/{order_id}": "patient",
                 "/api/v1/patient/pharmacies/{pharmacy_id}": "patient",
                 "/api/v1/patient/pharmacies/{pharmacy_id}/medicines": "patient",
@@ -570,7 +572,10 @@ REDIRECTS = {"/api/v1/messages/attachments/{attachment_id}"}
 # demo2's seeded prescription is a draft: the public verification knows only signed ones (404) and
 # there is no PDF of a draft yet (409), for its own staff too; tests/prescribing covers signed ones.
 UNSIGNED = {"/api/v1/prescriptions/verify/{prescription_id}": 404,
-            "/api/v1/prescriptions/{prescription_id}/pdf": 409}
+            "/api/v1/prescriptions/{prescription_id}/pdf": 409,
+            # demo2's seeded order is not completed yet: no receipt (tests/payments covers completed ones).
+            "/api/v1/pharmacy/orders/{order_id}/receipt.pdf": 409,
+            "/api/v1/patient/orders/{order_id}/receipt.pdf": 409}
 
 
 @pytest.mark.parametrize("path", GET_BY_ID)

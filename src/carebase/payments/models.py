@@ -52,6 +52,9 @@ ledger_accounts = Table(
                     "'platform_revenue')", name="known_kind"),
     CheckConstraint("kind NOT IN ('patient_wallet', 'escrow', 'merchant_payable') OR balance_minor >= 0",
                     name="never_negative"),
+    # What RLS and the merchant's balance look up by: one person's wallets, one organization's accounts.
+    Index("ix_ledger_accounts_owner_account_id", "owner_account_id"),
+    Index("ix_ledger_accounts_owner_tenant_id", "owner_tenant_id"),
 )
 Index("uq_ledger_accounts_owner", ledger_accounts.c.kind,
       func.coalesce(ledger_accounts.c.owner_account_id, "00000000-0000-0000-0000-000000000000"),

@@ -76,3 +76,16 @@ async def payouts_page(request: Request, session: DbSession, principal: PagePrin
                 "transactions": await service.transactions(session, p, merchant=True, limit=50)}
 
     return await render_page(request, session, principal, "payments/payouts.html", context)
+
+
+@router.get("/portal/revenue", response_class=HTMLResponse)
+async def revenue_page(request: Request, session: DbSession, principal: PagePrincipal) -> Response:
+    """Daily revenue as a chart and a table (admins and pharmacists)."""
+    async def context(p: Principal) -> dict:
+        days = await service.revenue(session, p, days=30)
+        currencies = sorted({d.currency for d in days})
+        # Oldest first for the chart.
+        series = {c: [vars(d) for d in reversed(days) if d.currency == c] for c in currencies}
+        return {"days": days, "currencies": currencies, "series": series}
+
+    return await render_page(request, session, principal, "payments/revenue.html", context)

@@ -51,6 +51,14 @@ async def transactions(principal: CurrentPrincipal, session: DbSession,
     return [schemas.TransactionOut(**vars(t)) for t in found]
 
 
+@router.get("/payments/revenue", response_model=list[schemas.RevenueDayOut],
+            summary="Your organization's revenue per day, newest first: gross takings, refunds, the provider's fees "
+                    "and the net (admins, pharmacists)")
+async def revenue(principal: CurrentPrincipal, session: DbSession,
+                  days: Annotated[int, Query(ge=1, le=366)] = 30) -> list[schemas.RevenueDayOut]:
+    return [schemas.RevenueDayOut(**vars(d)) for d in await service.revenue(session, principal, days=days)]
+
+
 @router.get("/payments/reconciliation", response_model=list[schemas.ReconciliationOut],
             summary="The daily reconciliation's reports, newest first: our payments against the provider's list, "
                     "and every disagreement (platform operators)")

@@ -136,3 +136,13 @@ class ReconciliationOut(BaseModel):
     checked: int = Field(description="The provider's payments compared")
     mismatches: list[MismatchOut]
     ran_at: datetime
+
+
+class RevenueDayOut(BaseModel):
+    day: str = Field(description="YYYY-MM-DD in the organization's time zone")
+    currency: str
+    payments: int
+    gross_minor: int = Field(description="Captured for your sales (card, UPI, wallet)")
+    refunds_minor: int
+    fees_minor: int = Field(description="Kept by the payment provider (charged when an order's escrow is released)")
+    net_minor: int

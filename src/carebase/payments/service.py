@@ -45,6 +45,7 @@ from carebase.platform.ids import new_id
 from carebase.platform.logging import get_logger
 from carebase.platform.money import money
 from carebase.settings import get_settings
+from carebase.tenants import service as tenants
 
 log = get_logger("carebase.payments")
 
@@ -244,15 +245,6 @@ async def get_payment(session: AsyncSession, principal: Principal, payment_id: u
     return _payment(row)
 
 
-async def payments_for(session: AsyncSession, principal: Principal, purpose: str,
-                       reference_id: uuid.UUID) -> list[Payment]:
-    rows = (await session.execute(select(payments).where(payments.c.purpose == purpose,
-                                                         payments.c.reference_id == reference_id)
-                                  .order_by(payments.c.created_at))).all()
-    return [_payment(r) for r in rows
-            if r.payer_account_id == principal.account_id or (r.tenant_id == principal.tenant_id and principal.is_staff)]
-
-
 @dataclass
 class Transaction:
     id: int
@@ -395,7 +387,14 @@ async def _apply(session: AsyncSession, provider: str, event: gateways.WebhookEv
     await _tell(session, row, "payment.received", row.amount_minor + row.wallet_minor, f"{row.id}:received")
     await realtime.publish(session, f"account:{row.payer_account_id}", {"type": "payment:succeeded", "id": str(row.id)})
     if handler.credit == "escrow":
-        if await ledger.held(session, target, reference) >= row.owed_minor:
+        held = await ledger.held(session, target, reference)
+        if held > row.owed_minor:
+            # Paid more than once (a second checkout tab, a replaced payment paid late): the excess
+            # goes back from this payment.
+            await jobs.defer(session, "payments.refund_payment", payment_id=str(row.id),
+                             amount_minor=min(held - row.owed_minor, row.captured_minor + row.amount_minor),
+                             reason="paid twice: the excess is returned", tenant_id=str(row.tenant_id))
+        if held >= row.owed_minor:
             await _settled(session, row.purpose, row.reference_id, row.tenant_id)
     elif handler.credit == "revenue":
         await _settled(session, row.purpose, row.reference_id, row.tenant_id)
@@ -499,7 +498,11 @@ async def refund(session: AsyncSession, principal: Principal | None, payment_id:
     await _set(session, row, refunded_minor=row.refunded_minor + amount)
     await _record(session, row, "refund", "success", amount, provider_ref=provider_ref, note=reason.strip()[:300])
     await _tell(session, row, "payment.refunded", amount, f"{refund_id}", reason=reason.strip()[:300])
-    await _purpose(row.purpose).refunded(session, row.reference_id, row.refunded_minor + amount >= row.captured_minor)
+    # "Fully": nothing paid for the thing is kept any more, by any of its payments.
+    kept = await session.scalar(select(func.coalesce(func.sum(payments.c.captured_minor - payments.c.refunded_minor),
+                                                     0)).where(payments.c.purpose == row.purpose,
+                                                               payments.c.reference_id == row.reference_id))
+    await _purpose(row.purpose).refunded(session, row.reference_id, int(kept) == 0)
     return Refund(refund_id, payment_id, to_card, to_wallet, row.currency, "succeeded", provider_ref,
                   reason.strip(), datetime.now(UTC))
 
@@ -547,6 +550,26 @@ async def refund_reference(session: AsyncSession, purpose: str, reference_id: uu
 async def _refund_reference_job(db, purpose: str, reference_id: str, reason: str, tenant_id: str | None) -> None:
     async with db.transaction(uuid.UUID(tenant_id) if tenant_id else None, None) as session:
         await refund_reference(session, purpose, uuid.UUID(reference_id), reason)
+
+
+async def refund_excess(session: AsyncSession, payment_id: uuid.UUID, amount_minor: int, reason: str) -> int:
+    """Give back what a thing was paid beyond its price, from the payment that overpaid (the job's
+    work, in the merchant's organization): only what its escrow still holds beyond the price, so
+    running it twice returns nothing more."""
+    row = (await session.execute(select(payments).where(payments.c.id == payment_id))).first()
+    if row is None or row.tenant_id is None:
+        return 0
+    held = await ledger.held(session, await _escrow(session, row.tenant_id, row.currency), str(row.reference_id))
+    amount = min(amount_minor, held - row.owed_minor, row.captured_minor - row.refunded_minor)
+    if amount <= 0:
+        return 0
+    return (await refund(session, None, payment_id, amount_minor=amount, reason=reason)).total_minor
+
+
+@jobs.job("payments.refund_payment")
+async def _refund_payment_job(db, payment_id: str, amount_minor: int, reason: str, tenant_id: str) -> None:
+    async with db.transaction(uuid.UUID(tenant_id), None) as session:
+        await refund_excess(session, uuid.UUID(payment_id), amount_minor, reason)
 
 
 async def refund_later(session: AsyncSession, purpose: str, reference_id: uuid.UUID, tenant_id: uuid.UUID,
@@ -654,6 +677,61 @@ async def merchant_balance(session: AsyncSession, principal: Principal) -> list[
                 if p.currency == r.currency]
         out.append(MerchantBalance(r.currency, int(r.escrow or 0), int(r.payable or 0),
                                    sum(p.amount_minor for p in mine), mine))
+    return out
+
+
+# -- the revenue report -----------------------------------------------------------------------------
+
+
+@dataclass
+class RevenueDay:
+    day: str  # YYYY-MM-DD in the organization's time zone
+    currency: str
+    payments: int
+    gross_minor: int  # captured for the organization's sales (card, UPI, wallet)
+    refunds_minor: int
+    fees_minor: int  # kept by the payment provider, charged at release
+    net_minor: int
+
+
+async def revenue(session: AsyncSession, principal: Principal, *, days: int = 30) -> list[RevenueDay]:
+    """The organization's takings per day (in its own time zone), newest first: what customers
+    paid, what went back, what the provider kept, and the net."""
+    require(principal, "manage:payments", "manage:own_orders")
+    if not 1 <= days <= 366:
+        raise ValidationFailed("days is between 1 and 366.", code="bad-days")
+    tenant = await tenants.get_tenant(session, require_tenant(principal))
+    zone = tenant.timezone if tenant and tenant.timezone else "UTC"
+    rows = (await session.execute(text("""
+        WITH t AS (
+            SELECT (at AT TIME ZONE :zone)::date AS day, currency, type, amount_minor, payment_id
+            FROM payment_transactions
+            WHERE tenant_id = :tenant AND status = 'success' AND at >= now() - make_interval(days => :days)
+              AND type IN ('order_payment', 'wallet_payment', 'refund'))
+        SELECT day, currency,
+               count(DISTINCT payment_id) FILTER (WHERE type <> 'refund') AS payments,
+               coalesce(sum(amount_minor) FILTER (WHERE type <> 'refund'), 0) AS gross,
+               coalesce(sum(amount_minor) FILTER (WHERE type = 'refund'), 0) AS refunds
+        FROM t GROUP BY day, currency ORDER BY day DESC, currency"""),
+        {"zone": zone, "tenant": principal.tenant_id, "days": days})).all()
+    # What the provider kept, charged when an order's escrow is released: the escrow's line less the
+    # payable's line of each release journal (the fee account itself is the platform's, not shown here).
+    fees = {(r.day, r.currency): int(r.fee) for r in (await session.execute(text("""
+        SELECT (e.at AT TIME ZONE :zone)::date AS day, e.currency, sum(-e.amount_minor - p.amount_minor) AS fee
+        FROM ledger_entries e
+        JOIN ledger_entries p ON p.journal_id = e.journal_id AND p.owner_tenant_id = e.owner_tenant_id
+             AND p.amount_minor > 0
+        WHERE e.owner_tenant_id = :tenant AND e.journal_kind = 'escrow_release' AND e.amount_minor < 0
+          AND e.at >= now() - make_interval(days => :days) GROUP BY 1, 2"""),
+        {"zone": zone, "tenant": principal.tenant_id, "days": days})).all()}
+    taken = {(r.day, r.currency): r for r in rows}
+    out = []
+    for day, currency in sorted(set(taken) | set(fees), reverse=True):
+        r = taken.get((day, currency))
+        gross, refunded = (int(r.gross), int(r.refunds)) if r else (0, 0)
+        fee = fees.get((day, currency), 0)
+        out.append(RevenueDay(day.isoformat(), currency, int(r.payments) if r else 0, gross, refunded, fee,
+                              gross - refunded - fee))
     return out
 
 

@@ -185,8 +185,11 @@ orders = Table(
     Column("placed_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("completed_at", DateTime(timezone=True), nullable=True),
+    # The sale's receipt, issued at completion: numbered per pharmacy without gaps (RCT-<year>-<n>).
+    Column("receipt_number", String(32), nullable=True),
     Column("version", Integer, nullable=False),
     Index("ix_pharmacy_orders_tenant_id_status_placed_at", "tenant_id", "status", "placed_at"),
+    Index("uq_pharmacy_orders_tenant_id_receipt_number", "tenant_id", "receipt_number", unique=True),
     Index("ix_pharmacy_orders_patient_account_id_placed_at", "patient_account_id", "placed_at"),
     Index("ix_pharmacy_orders_prescription_id", "prescription_id"),
     Index("ix_pharmacy_orders_courier_courier_ref", "courier", "courier_ref"),

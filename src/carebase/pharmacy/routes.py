@@ -307,12 +307,31 @@ async def subscription_history(principal: CurrentPrincipal, session: DbSession) 
             summary="A subscription invoice as a PDF (a receipt once paid), with its tax line")
 async def subscription_invoice_pdf(invoice_id: uuid.UUID, principal: CurrentPrincipal,
                                    session: DbSession) -> Response:
-    filename, body = await subscriptions.invoice_pdf(session, principal, invoice_id)
-    return Response(body, media_type="application/pdf",
-                    headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+    return _pdf(*await subscriptions.invoice_pdf(session, principal, invoice_id))
 
 
 # -- the patient's side --------------------------------------------------------------------------
+
+
+@router.get("/patient/orders/{order_id}/receipt.pdf", response_class=Response,
+            responses={200: {"content": {"application/pdf": {}}}},
+            summary="Your receipt for a completed order (PDF)")
+async def patient_receipt(order_id: uuid.UUID, principal: CurrentPrincipal, session: DbSession) -> Response:
+    require(principal, "create:orders")
+    return _pdf(*await service.receipt_pdf(session, principal, order_id))
+
+
+@router.get("/pharmacy/orders/{order_id}/receipt.pdf", response_class=Response,
+            responses={200: {"content": {"application/pdf": {}}}},
+            summary="The pharmacy's copy of a completed order's receipt (PDF)")
+async def pharmacy_receipt(order_id: uuid.UUID, principal: CurrentPrincipal, session: DbSession) -> Response:
+    require(principal, "manage:own_orders")
+    return _pdf(*await service.receipt_pdf(session, principal, order_id))
+
+
+def _pdf(filename: str, body: bytes) -> Response:
+    return Response(body, media_type="application/pdf", headers={"Content-Disposition":
+                                                                 f'attachment; filename="{filename}"'})
 
 
 @router.post("/patient/orders/{order_id}/delivery-code/resend", status_code=status.HTTP_202_ACCEPTED,

@@ -232,6 +232,7 @@ class OrderOut(BaseModel):
     placed_at: datetime
     updated_at: datetime
     completed_at: datetime | None
+    receipt_number: str | None = Field(description="Issued at completion; the PDF is at …/receipt.pdf")
     version: int
     items: list[OrderItemOut]
     events: list[OrderEventOut]

@@ -46,7 +46,7 @@ from carebase.pharmacy.models import (
     pharmacy_medicines,
     stock_events,
 )
-from carebase.platform import crypto, jobs, realtime
+from carebase.platform import crypto, jobs, numbering, realtime
 from carebase.platform.authz import Principal, require, require_tenant
 from carebase.platform.db import set_context
 from carebase.platform.errors import Conflict, NotFound, TooManyRequests, ValidationFailed
@@ -851,6 +851,7 @@ class Order:
     placed_at: datetime
     updated_at: datetime
     completed_at: datetime | None
+    receipt_number: str | None
     version: int
     items: list[OrderItem] = field(default_factory=list)
     events: list[OrderEvent] = field(default_factory=list)
@@ -1129,6 +1130,8 @@ async def move(session: AsyncSession, principal: Principal | None, order_id: uui
         values.update(courier)
     if status == "completed":
         values["completed_at"] = func.now()
+        values["receipt_number"] = f"RCT-{datetime.now(UTC):%Y}-" \
+                                   f"{await numbering.next_number(session, row.tenant_id, 'RCT'):06d}"
         lines = select(order_items.c.medicine_id, func.sum(order_items.c.quantity).label("q")).where(
             order_items.c.order_id == order_id).group_by(order_items.c.medicine_id).order_by(order_items.c.medicine_id)
         for item in (await session.execute(lines)).all():
@@ -1498,3 +1501,41 @@ async def verify_delivery_code(session: AsyncSession, principal: Principal, orde
     await move(session, principal, order_id, "delivered", actor="courier", note="delivery code entered",
                code_checked=True)
     return await move(session, principal, order_id, "completed", actor="system", note="delivered with the code")
+
+
+# -- receipts --------------------------------------------------------------------------------------
+
+
+async def receipt_pdf(session: AsyncSession, principal: Principal, order_id: uuid.UUID) -> tuple[str, bytes]:
+    """A completed order's receipt (the patient's or the pharmacy's copy): the pharmacy, the lines
+    at the prices paid, MRP savings, delivery, total, and how it was paid."""
+    from carebase.platform.money import plain
+    from carebase.platform.pdf import render_statement
+
+    order = await get_order(session, principal, order_id)
+    if order.receipt_number is None:
+        raise Conflict(f"Order {order.number} is {order.status_text}: its receipt is issued when it is completed.",
+                       code="no-receipt-yet")
+    shop = _pharmacy((await session.execute(select(pharmacies).where(
+        pharmacies.c.tenant_id == order.pharmacy_id))).one())
+    cur = order.currency
+    rows: list[tuple[str, ...]] = [("Item", "Qty", "Unit price", "Amount")]
+    rows += [(f"{i.name} {i.strength or ''}".strip(), str(i.quantity), plain(i.unit_price_minor, cur),
+              plain(i.total_minor, cur)) for i in order.items]
+    if order.delivery_fee_minor:
+        rows.append(("Delivery", "", "", plain(order.delivery_fee_minor, cur)))
+    rows.append(("Total", "", "", plain(order.total_minor, cur)))
+    how = {"cod": "cash on delivery or at the counter", "online": "paid online (card, UPI, netbanking or wallet)"}
+    tax = "Prices include GST at each medicine's rate." if cur == "INR" else "Prices include VAT."
+    body = render_statement(
+        f"Receipt {order.receipt_number}",
+        [(f"{shop.name}: receipt {order.receipt_number}", 15, "B"),
+         (f"{shop.address}; drug licence {shop.licence_number}", 9, ""),
+         (f"Order {order.number}, placed {order.placed_at:%d %b %Y}, completed "
+          f"{order.completed_at:%d %b %Y}" if order.completed_at else f"Order {order.number}", 9, ""),
+         (f"For {order.contact_name}", 10, "")],
+        rows, (62, 10, 22, 22),
+        [(f"You saved {plain(order.discount_minor, cur)} on the MRP. {tax} Payment: "
+          f"{how.get(order.payment_method, order.payment_method)}.", 9, ""),
+         ("Receipts are numbered per pharmacy without gaps.", 8, "")])
+    return f"{order.receipt_number}.pdf", body

@@ -339,48 +339,21 @@ async def invoice_pdf(session: AsyncSession, principal: Principal, invoice_id: u
 
 
 def _render_invoice(inv: Invoice, pharmacy, kind: str) -> bytes:
-    # Imported on first use: fpdf2 brings Pillow and fontTools, over a second to load.
-    from fpdf import FPDF
-    from fpdf.enums import XPos, YPos
-
     from carebase.platform.money import plain
-    from carebase.platform.pdf import PDF_ENCODING, FoldedText
+    from carebase.platform.pdf import render_statement
 
-    t = FoldedText()
-    pdf = FPDF(format="A4", unit="mm")
-    pdf.core_fonts_encoding = PDF_ENCODING
-    pdf.set_title(f"{kind} {inv.number}")
-    pdf.set_creator("Carebase")
-    pdf.set_margins(18, 16, 18)
-    pdf.add_page()
-
-    def line(text: str, size: float = 10, style: str = "", h: float = 5.4) -> None:
-        pdf.set_font("Helvetica", style, size)
-        pdf.multi_cell(pdf.epw, h, t(text), new_x=XPos.LMARGIN, new_y=YPos.NEXT)
-
-    line(f"Carebase: {kind.lower()} {inv.number}", 15, "B", 8)
-    line(f"Issued {inv.created_at:%d %b %Y}" + (f"; paid {inv.paid_at:%d %b %Y} ({inv.paid_via})" if inv.paid_at
-                                                 else "; due now"), 9)
-    pdf.ln(3)
-    line("Billed to", 9, "B")
-    line(f"{pharmacy.name}, licence {pharmacy.licence_number}", 10)
-    line(pharmacy.address, 10)
-    pdf.ln(3)
-    pdf.set_font("Helvetica", "", 9.5)
-    with pdf.table(col_widths=(70, 22), line_height=6, text_align=("LEFT", "RIGHT")) as table:
-        head = table.row()
-        head.cell("Description")
-        head.cell("Amount")
-        for label, amount in ((inv.description, inv.net_minor),
-                              (f"{inv.tax_name} {inv.tax_rate_bps / 100:g} %", inv.tax_minor),
-                              ("Total", inv.total_minor)):
-            r = table.row()
-            r.cell(t(label))
-            r.cell(plain(amount, inv.currency))
-    pdf.ln(4)
-    line(f"Plan: {PLANS[inv.plan].name if inv.plan in PLANS else inv.plan}; period {inv.period_start:%d %b %Y} to "
-         f"{inv.period_end:%d %b %Y}. Amounts in {inv.currency}; numbered per pharmacy without gaps.", 8.5)
-    return bytes(pdf.output())
+    paid = f"; paid {inv.paid_at:%d %b %Y} ({inv.paid_via})" if inv.paid_at else "; due now"
+    return render_statement(
+        f"{kind} {inv.number}",
+        [(f"Carebase: {kind.lower()} {inv.number}", 15, "B"), (f"Issued {inv.created_at:%d %b %Y}{paid}", 9, ""),
+         ("", 4, ""), ("Billed to", 9, "B"), (f"{pharmacy.name}, licence {pharmacy.licence_number}", 10, ""),
+         (pharmacy.address, 10, "")],
+        [("Description", "Amount"), (inv.description, plain(inv.net_minor, inv.currency)),
+         (f"{inv.tax_name} {inv.tax_rate_bps / 100:g} %", plain(inv.tax_minor, inv.currency)),
+         ("Total", plain(inv.total_minor, inv.currency))],
+        (70, 22),
+        [(f"Plan: {PLANS[inv.plan].name if inv.plan in PLANS else inv.plan}; period {inv.period_start:%d %b %Y} to "
+          f"{inv.period_end:%d %b %Y}. Amounts in {inv.currency}; numbered per pharmacy without gaps.", 8.5, "")])
 
 
 # -- the renewal job ------------------------------------------------------------------------------

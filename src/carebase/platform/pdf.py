@@ -44,3 +44,42 @@ class FoldedText:
                 out.append("?")
                 self.lost = True
         return "".join(out)
+
+
+def render_statement(title: str, before: list[tuple[str, float, str]], rows: list[tuple[str, ...]],
+                     widths: tuple[int, ...], after: list[tuple[str, float, str]]) -> bytes:
+    """A one-page money document (an invoice, a receipt): lines of text (text, size, style) above
+    and below a table whose first row is its header and whose last column is right-aligned
+    (amounts)."""
+    # Imported on first use: fpdf2 brings Pillow and fontTools, over a second to load.
+    from fpdf import FPDF
+    from fpdf.enums import XPos, YPos
+
+    t = FoldedText()
+    pdf = FPDF(format="A4", unit="mm")
+    pdf.core_fonts_encoding = PDF_ENCODING
+    pdf.set_title(t(title))
+    pdf.set_creator("Carebase")
+    pdf.set_margins(18, 16, 18)
+    pdf.add_page()
+
+    def line(text: str, size: float, style: str) -> None:
+        pdf.set_font("Helvetica", style, size)
+        pdf.multi_cell(pdf.epw, size * 0.55, t(text), new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+
+    for text, size, style in before:
+        line(text, size, style)
+    pdf.ln(3)
+    pdf.set_font("Helvetica", "", 9.5)
+    align = tuple("LEFT" for _ in widths[:-1]) + ("RIGHT",)
+    with pdf.table(col_widths=widths, line_height=6, text_align=align) as table:
+        for cells in rows:
+            r = table.row()
+            for cell in cells:
+                r.cell(t(cell))
+    pdf.ln(4)
+    for text, size, style in after:
+        line(text, size, style)
+    if t.lost:
+        line("Some characters could not be printed in this font.", 8, "I")
+    return bytes(pdf.output())
