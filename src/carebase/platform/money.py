@@ -8,16 +8,20 @@ SYMBOLS = {"INR": "₹", "EUR": "€", "USD": "$", "GBP": "£"}
 NO_DECIMALS = frozenset({"JPY", "KRW", "VND", "CLP", "ISK", "UGX"})
 
 
-def money(minor: int, currency: str) -> str:
-    symbol = SYMBOLS.get(currency, currency + " ")
+def _digits(minor: int, currency: str) -> str:
     sign = "-" if minor < 0 else ""
     minor = abs(minor)
     if currency in NO_DECIMALS:
-        return f"{sign}{symbol}{minor:,}"
-    return f"{sign}{symbol}{minor // 100:,}.{minor % 100:02d}"
+        return f"{sign}{minor:,}"
+    return f"{sign}{minor // 100:,}.{minor % 100:02d}"
+
+
+def money(minor: int, currency: str) -> str:
+    digits = _digits(minor, currency)
+    symbol = SYMBOLS.get(currency, currency + " ")
+    return f"-{symbol}{digits[1:]}" if digits.startswith("-") else f"{symbol}{digits}"
 
 
 def plain(minor: int, currency: str) -> str:
     """The same amount with the ISO code, for PDFs (their core fonts have no ₹): "INR 31.50"."""
-    text = money(minor, "XXX").replace("XXX ", "")
-    return f"{currency} {text}"
+    return f"{currency} {_digits(minor, currency)}"
