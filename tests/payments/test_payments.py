@@ -15,26 +15,19 @@ import pytest
 from tests.conftest import assert_problem, bearer, login, run_db, tenant_id_of
 from tests.encounters.test_export import pdf_text
 from tests.pharmacy import test_pharmacy
-from tests.pharmacy.test_pharmacy import PHARMACIST, checkout, demo_pharmacy, shopper, shopper_login  # noqa: F401
+from tests.pharmacy.test_pharmacy import (  # noqa: F401  (fixtures: the shop's pharmacist, a patient of its own)
+    checkout,
+    demo_pharmacy,
+    patient,
+    pharmacist,
+    shopper,
+)
 
 _keys = iter(range(10**9))
 
 
 def key() -> dict[str, str]:
     return {"Idempotency-Key": f"test-{uuid.uuid4()}-{next(_keys)}"}
-
-
-@pytest.fixture
-def pharmacist(client):
-    return bearer(login(client, PHARMACIST))
-
-
-@pytest.fixture
-def patient(client, shopper):  # noqa: F811  (the fixture)
-    tokens = shopper_login(client, shopper)
-    for line in client.get("/api/v1/patient/cart", headers=tokens).json()["lines"]:
-        client.delete(f"/api/v1/patient/cart/items/{line['medicine']['id']}", headers=tokens)
-    return tokens
 
 
 def add(client, pharmacist, **over) -> dict:

@@ -9,7 +9,7 @@ from dataclasses import asdict
 from fastapi import APIRouter, Response, status
 
 from carebase.encounters import export, schemas, service
-from carebase.platform.web import CurrentPrincipal, DbSession
+from carebase.platform.web import CurrentPrincipal, DbSession, pdf_response
 
 router = APIRouter(prefix="/api/v1", tags=["encounters"])
 
@@ -81,9 +81,7 @@ def _fhir(bundle: dict) -> Response:
 
 
 def _pdf(record: export.RecordPdf) -> Response:
-    return Response(record.content, media_type="application/pdf",
-                    headers={"Content-Disposition": f'attachment; filename="{record.filename}"',
-                             "Cache-Control": "no-store"})
+    return pdf_response(record.filename, record.content)
 
 
 @router.get("/patients/{patient_id}/record.fhir.json", response_class=Response, responses=_FHIR_DOC,

@@ -18,16 +18,13 @@ from carebase.settings import get_settings
 router = APIRouter(prefix="/api/v1", tags=["payments"])
 
 
-payment_out = schemas.PaymentOut.of
-
-
 @router.post("/payments/create-intent", status_code=status.HTTP_201_CREATED, response_model=schemas.PaymentOut,
              summary="Pay for your order: from your wallet (`use_wallet` or `wallet_minor`) and/or through the "
                      "gateway; send the payer to `checkout_url`. The order is paid when the gateway's webhook "
                      "arrives (or at once when the wallet covers it). Needs an Idempotency-Key")
 async def create_intent(body: schemas.IntentIn, principal: CurrentPrincipal, session: DbSession,
                         _key: IdempotencyKey) -> schemas.PaymentOut:
-    return payment_out(await service.create_intent(session, principal, purpose=body.purpose,
+    return schemas.PaymentOut.of(await service.create_intent(session, principal, purpose=body.purpose,
                                                    reference_id=body.reference_id, use_wallet=body.use_wallet,
                                                    wallet_minor=body.wallet_minor))
 
@@ -36,7 +33,7 @@ async def create_intent(body: schemas.IntentIn, principal: CurrentPrincipal, ses
              summary="Where a payment stands after the payer came back from the checkout page (the webhook decides). "
                      "Razorpay Checkout's razorpay_payment_id and razorpay_signature, once verified, confirm it at once")
 async def confirm(body: schemas.ConfirmIn, principal: CurrentPrincipal, session: DbSession) -> schemas.PaymentOut:
-    return payment_out(await service.confirm(session, principal, body.payment_id,
+    return schemas.PaymentOut.of(await service.confirm(session, principal, body.payment_id,
                                              provider_payment_ref=body.razorpay_payment_id,
                                              signature=body.razorpay_signature))
 
@@ -73,7 +70,7 @@ async def reconciliation(principal: CurrentPrincipal, session: DbSession,
 @router.get("/payments/{payment_id}", response_model=schemas.PaymentOut, summary="One payment (yours, or your "
                                                                                   "organization's)")
 async def get_payment(payment_id: uuid.UUID, principal: CurrentPrincipal, session: DbSession) -> schemas.PaymentOut:
-    return payment_out(await service.get_payment(session, principal, payment_id))
+    return schemas.PaymentOut.of(await service.get_payment(session, principal, payment_id))
 
 
 @router.post("/payments/refund", status_code=status.HTTP_201_CREATED, response_model=schemas.RefundOut,
@@ -118,7 +115,7 @@ async def get_wallet(principal: CurrentPrincipal, session: DbSession,
                      "is credited when the gateway's webhook says it was paid. Needs an Idempotency-Key")
 async def top_up(body: schemas.TopUpIn, principal: CurrentPrincipal, session: DbSession,
                  _key: IdempotencyKey) -> schemas.PaymentOut:
-    return payment_out(await service.top_up(session, principal, amount_minor=body.amount_minor,
+    return schemas.PaymentOut.of(await service.top_up(session, principal, amount_minor=body.amount_minor,
                                             currency=body.currency))
 
 

@@ -14,7 +14,15 @@ from carebase.payments.schemas import PaymentOut
 from carebase.pharmacy import couriers, imports, schemas, service, subscriptions
 from carebase.settings import get_settings
 from carebase.platform.authz import require
-from carebase.platform.web import CurrentPrincipal, DbSession, IdempotencyKey, db_session, if_match_version, weak_etag
+from carebase.platform.web import (
+    CurrentPrincipal,
+    DbSession,
+    IdempotencyKey,
+    db_session,
+    if_match_version,
+    pdf_response,
+    weak_etag,
+)
 
 router = APIRouter(prefix="/api/v1", tags=["pharmacy"])
 
@@ -307,7 +315,7 @@ async def subscription_history(principal: CurrentPrincipal, session: DbSession) 
             summary="A subscription invoice as a PDF (a receipt once paid), with its tax line")
 async def subscription_invoice_pdf(invoice_id: uuid.UUID, principal: CurrentPrincipal,
                                    session: DbSession) -> Response:
-    return _pdf(*await subscriptions.invoice_pdf(session, principal, invoice_id))
+    return pdf_response(*await subscriptions.invoice_pdf(session, principal, invoice_id))
 
 
 # -- the patient's side --------------------------------------------------------------------------
@@ -318,7 +326,7 @@ async def subscription_invoice_pdf(invoice_id: uuid.UUID, principal: CurrentPrin
             summary="Your receipt for a completed order (PDF)")
 async def patient_receipt(order_id: uuid.UUID, principal: CurrentPrincipal, session: DbSession) -> Response:
     require(principal, "create:orders")
-    return _pdf(*await service.receipt_pdf(session, principal, order_id))
+    return pdf_response(*await service.receipt_pdf(session, principal, order_id))
 
 
 @router.get("/pharmacy/orders/{order_id}/receipt.pdf", response_class=Response,
@@ -326,12 +334,7 @@ async def patient_receipt(order_id: uuid.UUID, principal: CurrentPrincipal, sess
             summary="The pharmacy's copy of a completed order's receipt (PDF)")
 async def pharmacy_receipt(order_id: uuid.UUID, principal: CurrentPrincipal, session: DbSession) -> Response:
     require(principal, "manage:own_orders")
-    return _pdf(*await service.receipt_pdf(session, principal, order_id))
-
-
-def _pdf(filename: str, body: bytes) -> Response:
-    return Response(body, media_type="application/pdf", headers={"Content-Disposition":
-                                                                 f'attachment; filename="{filename}"'})
+    return pdf_response(*await service.receipt_pdf(session, principal, order_id))
 
 
 @router.post("/patient/orders/{order_id}/delivery-code/resend", status_code=status.HTTP_202_ACCEPTED,

@@ -157,10 +157,19 @@ async def defer(session: AsyncSession, name: str, *, delay_seconds: float = 0, r
                 queueing_lock: str | None = None, **args: Any) -> int:
     """Queue a job in the caller's transaction, to run now, after ``delay_seconds`` or at
     ``run_at``. Arguments must be JSON (ids, not objects)."""
+    pg = await _raw(session)
+    return await defer_raw(pg, name, run_at=run_at or _after(delay_seconds), queueing_lock=queueing_lock, **args)
+
+
+async def _raw(session: AsyncSession) -> psycopg.AsyncConnection:
+    """The session's own connection, its tenant context sent: jobs commit or vanish with the caller."""
     pg, info = await raw_connection(session)
     await send_pending_context(pg, info)
-    when = run_at or (dt.datetime.now(dt.UTC) + dt.timedelta(seconds=delay_seconds) if delay_seconds else None)
-    return await defer_raw(pg, name, run_at=when, queueing_lock=queueing_lock, **args)
+    return pg
+
+
+def _after(delay_seconds: float) -> dt.datetime | None:
+    return dt.datetime.now(dt.UTC) + dt.timedelta(seconds=delay_seconds) if delay_seconds else None
 
 
 async def defer_once(session: AsyncSession, name: str, *, queueing_lock: str, delay_seconds: float = 0,
@@ -168,12 +177,10 @@ async def defer_once(session: AsyncSession, name: str, *, queueing_lock: str, de
     """``defer`` unless a job with this ``queueing_lock`` is already waiting (then None): for
     batches, where the job already queued will do this caller's work too. A savepoint keeps the
     refusal from spoiling the caller's transaction."""
-    pg, info = await raw_connection(session)
-    await send_pending_context(pg, info)
-    when = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=delay_seconds) if delay_seconds else None
+    pg = await _raw(session)
     try:
         async with pg.transaction():
-            return await defer_raw(pg, name, run_at=when, queueing_lock=queueing_lock, **args)
+            return await defer_raw(pg, name, run_at=_after(delay_seconds), queueing_lock=queueing_lock, **args)
     except psycopg.errors.UniqueViolation:
         return None
 

@@ -21,7 +21,7 @@ import psycopg
 from fastapi import Depends, FastAPI, Request, WebSocket
 from fastapi.exceptions import HTTPException as FastAPIHTTPException
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from prometheus_client import Counter, Histogram
 from sqlalchemy import Column, DateTime, Integer, LargeBinary, String, Table, func, select
 from sqlalchemy.dialects.postgresql import JSONB, insert
@@ -580,3 +580,10 @@ def _idempotency_key_required(request: Request) -> str:
 
 # For routes that move money: the key is mandatory there (RequestMiddleware does the rest).
 IdempotencyKey = Annotated[str, Depends(_idempotency_key_required)]
+
+
+def pdf_response(filename: str, body: bytes) -> Response:
+    """A PDF download (a record, a prescription, an invoice, a receipt): never cached, since they
+    hold PHI or money."""
+    return Response(body, media_type="application/pdf",
+                    headers={"Content-Disposition": f'attachment; filename="{filename}"', "Cache-Control": "no-store"})

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Form, Request, Response, status
 from fastapi.responses import RedirectResponse
 
 from carebase.platform.errors import NotFound, ValidationFailed
-from carebase.platform.web import CurrentPrincipal, DbSession
+from carebase.platform.web import CurrentPrincipal, DbSession, pdf_response
 from carebase.portal.pages import templates
 from carebase.prescribing import schemas, service
 
@@ -119,9 +119,7 @@ async def patient_signature(prescription_id: uuid.UUID, body: schemas.PatientSig
             summary="The signed prescription as a PDF with its QR code: doctors once approved, the patient once "
                     "they have signed it")
 async def pdf(prescription_id: uuid.UUID, principal: CurrentPrincipal, session: DbSession) -> Response:
-    filename, body = await service.pdf(session, principal, prescription_id)
-    return Response(body, media_type="application/pdf",
-                    headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+    return pdf_response(*await service.pdf(session, principal, prescription_id))
 
 
 @router.post("/prescriptions/{prescription_id}/esign", response_model=schemas.EsignStartOut,
