@@ -22,7 +22,7 @@
    INSERT tx/s from 16 clients; signed webhooks processed/s next to GET /api/v1/me.
 
 Options: --seconds N (per measurement, default 8), --database-url URL (default: a fresh embedded
-server), --only appends|http|clinical|notifications|chat|phi|consult|pharmacy|payments.
+server), --only appends|http|clinical|notifications|chat|phi|consult|pharmacy|payments|fhir.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ import psycopg
 from sqlalchemy import Column, Integer, Table
 from sqlalchemy.dialects.postgresql import UUID, insert
 
-from bench import chat, clinical, consult, notifications, payments, pharmacy, phi
+from bench import chat, clinical, consult, fhir, notifications, payments, pharmacy, phi
 from bench.harness import Row, carebase_server, create_bench_tables, log, login, prepare_database, print_rows, \
     raw_inserts, seed_demo, server_env, urls_owner_dsn, uvicorn, wrk
 
@@ -131,7 +131,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=8)
     ap.add_argument("--database-url", default=os.environ.get("CAREBASE_BENCH_DATABASE_URL"))
     ap.add_argument("--only", choices=("appends", "http", "clinical", "notifications", "chat", "phi", "consult",
-                                       "pharmacy", "payments"))
+                                       "pharmacy", "payments", "fhir"))
     opts = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="carebase-bench-"))
     settings, urls, keep = prepare_database(opts.database_url, tmp)
@@ -175,6 +175,8 @@ def main() -> None:
             rows += payments.run(settings, urls, opts.seconds, tmp)
         if opts.only in (None, "clinical"):
             rows += clinical.run(settings, urls, opts.seconds, tmp)
+        if opts.only in (None, "fhir"):  # after clinical: it reuses its 100,000 patients
+            rows += fhir.run(settings, urls, opts.seconds, tmp)
         log("")
         print_rows(rows)
         log("\nload average (1, 5, 15 min) at the end: " + ", ".join(f"{x:.1f}" for x in os.getloadavg()))

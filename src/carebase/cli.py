@@ -146,6 +146,30 @@ def create_tenant(
                + ("invited by e-mail" if invited else "already had an account and can sign in"))
 
 
+@cli.command("hl7-listen")
+def hl7_listen(
+    port: int = typer.Option(2575, help="TCP port for MLLP"),
+    host: str = typer.Option("0.0.0.0", help="Interface to listen on"),
+    api_key: str = typer.Option(..., envvar="CAREBASE_HL7_API_KEY",
+                                help="The organization's API key with scope hl7:ingest (CAREBASE_HL7_API_KEY)"),
+) -> None:
+    """Take HL7 v2 ADT messages over MLLP (TCP) for one organization and acknowledge each."""
+    from carebase.hl7v2.mllp import listen
+    from carebase.platform import logging as cblogging
+
+    settings = get_settings()
+    cblogging.configure(settings.log_level, settings.log_file)
+
+    async def go():
+        db = _database(settings)
+        try:
+            await listen(db, api_key, host, port, ready=lambda: typer.echo(f"listening for HL7 v2 (MLLP) on {host}:{port}"))
+        finally:
+            await db.dispose()
+
+    _run(go())
+
+
 @cli.command()
 def worker(concurrency: int = typer.Option(4, help="Jobs run at once by this process")) -> None:
     """Run background jobs (retries, dead-letter list, recovery of jobs of dead workers)."""

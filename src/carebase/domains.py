@@ -6,6 +6,8 @@ A new capability is a new folder plus one line here.
 from carebase.audit import models as _audit_models  # noqa: F401
 from carebase.consult import models as _consult_models  # noqa: F401
 from carebase.encounters import events as _encounters_events  # noqa: F401
+from carebase.fhir import bulk as _fhir_bulk  # noqa: F401  (its tables and the export job)
+from carebase.hl7v2 import models as _hl7v2_models  # noqa: F401
 from carebase.identity import events as _identity_events  # noqa: F401
 from carebase.knowledge import service as _knowledge  # noqa: F401  (its tables, loaded after migrations)
 from carebase.messaging import models as _messaging_models  # noqa: F401
@@ -55,5 +57,8 @@ ROUTERS = (
     "carebase.ops.routes",
     "carebase.streams.routes",
     "carebase.streams.files",
+    "carebase.fhir.routes",
+    "carebase.hl7v2.routes",
+    "carebase.hl7v2.pages",
     "carebase.portal.pages",
 )

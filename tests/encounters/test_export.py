@@ -94,8 +94,13 @@ def test_the_bundle_carries_the_coded_record_and_every_reference_resolves(client
 
     assert bundle["type"] == "collection" and bundle["timestamp"] and bundle["meta"]["lastUpdated"]
     urls = [entry["fullUrl"] for entry in bundle["entry"]]
-    assert len(urls) == len(set(urls)) and all(u.startswith("urn:uuid:") for u in urls)
-    dangling = set(_references(bundle["entry"])) - set(urls)
+    # Each entry at its URL on the FHIR API, where a client can read it again.
+    assert len(urls) == len(set(urls)) and all("/fhir/R4/" in u for u in urls)
+    for entry in bundle["entry"][:3]:
+        again = client.get(entry["fullUrl"], headers=bearer(token))
+        assert again.status_code == 200 and again.json() == entry["resource"], entry["fullUrl"]
+    local = {u.split("/fhir/R4/", 1)[1] for u in urls}
+    dangling = set(_references(bundle["entry"])) - local
     assert not dangling, dangling
 
     (p,) = _resources(bundle, "Patient")
@@ -112,8 +117,8 @@ def test_the_bundle_carries_the_coded_record_and_every_reference_resolves(client
     (enc,) = _resources(bundle, "Encounter")
     assert enc["id"] == e["id"] and enc["status"] == "finished" and enc["class"]["code"] == "AMB"
     assert enc["reasonCode"][0]["text"] == VISIT["chief_complaint"]
-    assert enc["participant"][0]["individual"]["reference"] == f"urn:uuid:{doctor['id']}"
-    encounter_ref = {"reference": f"urn:uuid:{e['id']}"}
+    assert enc["participant"][0]["individual"]["reference"] == f"Practitioner/{doctor['id']}"
+    encounter_ref = {"reference": f"Encounter/{e['id']}"}
 
     conditions = [c for c in _resources(bundle, "Condition")
                   if c["category"][0]["coding"][0]["code"] == "encounter-diagnosis"]
@@ -169,7 +174,8 @@ def test_an_amended_diagnosis_exports_as_it_stands_and_telemedicine_is_virtual(c
     bundle = _bundle(client, token, f"/api/v1/patients/{patient['id']}/record.fhir.json")
     (enc,) = _resources(bundle, "Encounter")
     assert enc["class"]["code"] == "VR"
-    codes = {c["code"]["coding"][0]["code"] for c in _resources(bundle, "Condition") if c.get("encounter")}
+    codes = {c["code"]["coding"][0]["code"] for c in _resources(bundle, "Condition")
+             if c["category"][0]["coding"][0]["code"] == "encounter-diagnosis"}
     assert codes == {"E11.65"}
 
     text = pdf_text(client.get(f"/api/v1/patients/{patient['id']}/record.pdf", headers=bearer(token)).content)

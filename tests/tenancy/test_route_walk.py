@@ -59,6 +59,8 @@ class TenantB:
     exception_id: uuid.UUID | None = None
     notification_id: uuid.UUID | None = None
     encounter_id: uuid.UUID | None = None
+    api_key_id: uuid.UUID | None = None
+    hl7_message_id: uuid.UUID | None = None
     push_device_id: uuid.UUID | None = None  # of demo2's patient (devices belong to a person, not a tenant)
     conversation_id: uuid.UUID | None = None
     message_id: uuid.UUID | None = None
@@ -147,6 +149,23 @@ def load_tenant_b(owner: psycopg.Connection) -> TenantB:
     b.invoice_id = _one(owner, "SELECT id FROM pharmacy_subscription_invoices WHERE tenant_id = %s ORDER BY created_at "
                                "LIMIT 1", (tenant_id,))
     b.markers |= {str(b.order_id), str(b.import_id), str(b.payment_id), str(b.invoice_id)}
+    owner.execute("INSERT INTO api_keys (id, tenant_id, name, key_hash, scope, created_by, created_at) "
+                  "SELECT gen_random_uuid(), %s, 'walk feed', 'walk-' || %s, 'hl7:ingest', %s, now() WHERE NOT EXISTS "
+                  "(SELECT 1 FROM api_keys WHERE tenant_id = %s)", (tenant_id, str(tenant_id), admin, tenant_id))
+    b.api_key_id = _one(owner, "SELECT id FROM api_keys WHERE tenant_id = %s ORDER BY created_at LIMIT 1", (tenant_id,))
+    if owner.execute("SELECT 1 FROM hl7_messages WHERE tenant_id = %s", (tenant_id,)).fetchone() is None:
+        from carebase.hl7v2.service import _sealing
+        from carebase.platform import crypto
+
+        message_id = uuid.uuid4()
+        key, aad = _sealing(message_id)
+        owner.execute("INSERT INTO hl7_messages (id, tenant_id, api_key_id, via, control_id, sender, message_type, "
+                      "sealed_body, status, ack_code, error, received_at) VALUES (%s, %s, %s, 'http', 'WALK1', "
+                      "'HIS^WALK', 'ADT^A08', %s, 'error', 'AE', 'walk', now())",
+                      (message_id, tenant_id, b.api_key_id, crypto.seal(key, b"MSH|^~\\&|HIS|WALK", aad)))
+    b.hl7_message_id = _one(owner, "SELECT id FROM hl7_messages WHERE tenant_id = %s ORDER BY received_at LIMIT 1",
+                            (tenant_id,))
+    b.markers |= {str(b.api_key_id), str(b.hl7_message_id)}
     b.markers |= {str(b.appointment_id), str(b.exception_id), str(b.notification_id), str(b.encounter_id),
                   str(b.push_device_id), str(b.conversation_id), str(b.message_id), str(b.attachment_id),
                   str(b.consultation_id), str(b.prescription_id)}
@@ -214,6 +233,8 @@ PATH_PARAMS: dict[str, Callable[[TenantB], Any]] = {
     "import_id": lambda b: b.import_id,
     "payment_id": lambda b: b.payment_id,
     "invoice_id": lambda b: b.invoice_id,
+    "key_id": lambda b: b.api_key_id,
+    "hl7_message_id": lambda b: b.hl7_message_id,
 }
 
 # Query parameters: demo2's values where the name refers to something of demo2's; None leaves the
@@ -378,6 +399,9 @@ BODIES: dict[tuple[str, str], Callable[[Caller, TenantB], dict]] = {
     ("POST", "/api/v1/pharmacy/subscription/change-plan"): lambda c, b: {"json": {"plan": "pro"}},
     ("POST", "/api/v1/appointments/{appointment_id}/status"): lambda c, b: {"json": {"status": "cancelled",
                                                                                      "reason": "walk"}},
+    ("POST", "/api/v1/api-keys"): lambda c, b: {"json": {"name": "walk", "scope": "hl7:ingest"}},
+    ("POST", "/api/v1/hl7/v2"): lambda c, b: {"content": f"MSH|^~\\&|HIS|X|CB|Y|20260101||ADT^A08|W{c.role}|P|2.5\r"
+                                                         f"PID|1||{b.patient['mrn']}^^^X^MR||Walk^Er||19700101|M\r"},
     ("POST", "/api/v1/appointments/{appointment_id}/reschedule"): lambda c, b: {"json": {
         "starts_at": "2031-01-06T11:00:00Z"}},
 }

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from carebase.audit.models import audit_reads
 from carebase.platform import context
 from carebase.platform.authz import Principal, require, require_tenant
-from carebase.platform.errors import ValidationFailed
+from carebase.platform.errors import NotFound, ValidationFailed
 
 # HL7 v3 PurposeOfUse, the short names: treatment, payment, operations, patient request, emergency.
 PURPOSES = ("treatment", "payment", "operations", "patient-request", "emergency", "legal")
@@ -31,6 +31,10 @@ class ReadRecord:
     purpose: str
     request_id: str | None
     at: datetime
+
+
+def _record(r) -> ReadRecord:
+    return ReadRecord(**{k: getattr(r, k) for k in ReadRecord.__dataclass_fields__})
 
 
 def purpose_of(principal: Principal, requested: str | None) -> str:
@@ -56,6 +60,16 @@ async def record_reads(session: AsyncSession, principal: Principal, *, patient_i
     ])
 
 
+async def get_read(session: AsyncSession, principal: Principal, read_id: int) -> ReadRecord:
+    require(principal, "read:audit")
+    tenant_id = require_tenant(principal)
+    r = (await session.execute(select(audit_reads).where(audit_reads.c.tenant_id == tenant_id,
+                                                         audit_reads.c.id == read_id))).first()
+    if r is None:
+        raise NotFound("No such audit record in your organization.", code="audit-record-not-found")
+    return _record(r)
+
+
 async def list_reads(session: AsyncSession, principal: Principal, *, patient_id: uuid.UUID | None,
                      actor_account_id: uuid.UUID | None, before: int | None, limit: int) -> list[ReadRecord]:
     require(principal, "read:audit")
@@ -68,5 +82,4 @@ async def list_reads(session: AsyncSession, principal: Principal, *, patient_id:
     if before:
         q = q.where(audit_reads.c.id < before)
     rows = (await session.execute(q.order_by(audit_reads.c.id.desc()).limit(limit))).all()
-    return [ReadRecord(r.id, r.actor_account_id, r.actor_roles, r.patient_id, r.record_type, r.record_id,
-                       r.purpose, r.request_id, r.at) for r in rows]
+    return [_record(r) for r in rows]

@@ -15,6 +15,7 @@ from carebase.platform.eventstore import StoredEvent, projector
 
 RECORDED = "encounters.recorded"
 AMENDED = "encounters.amended"
+DISCHARGED = "encounters.discharged"
 
 LISTS = ("diagnoses", "procedures", "allergies", "problems", "medications", "lab_results")
 TEXTS = ("chief_complaint", "treatment_plan", "follow_up_instructions", "note")
@@ -29,7 +30,14 @@ async def _recorded(session: AsyncSession, ev: StoredEvent) -> None:
         appointment_id=uuid.UUID(d["appointment_id"]) if d.get("appointment_id") else None, type=d["type"],
         occurred_at=datetime.fromisoformat(d["occurred_at"]), vitals=phi.get("vitals") or {},
         **{k: phi.get(k) or [] for k in LISTS}, **{k: phi.get(k) for k in TEXTS},
-        signed_by=uuid.UUID(d["signed_by"]), signed_at=ev.recorded_at, amendments=[], version=ev.version))
+        signed_by=uuid.UUID(d["signed_by"]), signed_at=ev.recorded_at, amendments=[],
+        status=d.get("status", "finished"), visit_number=d.get("visit_number"), version=ev.version))
+
+
+@projector(DISCHARGED)
+async def _discharged(session: AsyncSession, ev: StoredEvent) -> None:
+    await session.execute(encounters.update().where(encounters.c.id == ev.stream_id).values(
+        status="finished", ended_at=datetime.fromisoformat(ev.data["ended_at"]), version=ev.version))
 
 
 @projector(AMENDED)

@@ -1,6 +1,7 @@
-"""A patient's whole record, exported: a FHIR R4 Bundle (JSON) and a readable PDF summary.
+"""A patient's whole record as a readable PDF summary (the same record as FHIR is the FHIR
+facade's: carebase.fhir.everything).
 
-Both are built from ``service.chart``, so an export follows the chart's rules exactly: the same
+It is built from ``service.chart``, so it follows the chart's rules exactly: the same
 permissions (staff of the patient's organization, or the patient through their own door; 404
 otherwise) and the same audited read of the patient. Nothing here writes.
 """
@@ -8,7 +9,6 @@ otherwise) and the same audited read of the patient. Nothing here writes.
 from __future__ import annotations
 
 import asyncio
-import re
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -26,66 +26,11 @@ from carebase.platform.pdf import PDF_ENCODING, FoldedText
 from carebase.providers import service as providers
 from carebase.tenants import service as tenants
 
-FHIR_VERSION = "4.0.1"
-
-# Code systems and identifier systems.
-ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
-CPT = "http://www.ama-assn.org/go/cpt"
-LOINC = "http://loinc.org"
-UCUM = "http://unitsofmeasure.org"
-NPI = "http://hl7.org/fhir/sid/us-npi"
-BCP47 = "urn:ietf:bcp:47"
-ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
-PARTICIPATION = "http://terminology.hl7.org/CodeSystem/v3-ParticipationType"
-OBSERVATION_CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
-CONDITION_CATEGORY = "http://terminology.hl7.org/CodeSystem/condition-category"
-CONDITION_CLINICAL = "http://terminology.hl7.org/CodeSystem/condition-clinical"
-ALLERGY_CLINICAL = "http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical"
-INTERPRETATION = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
-IDENTIFIER_TYPE = "http://terminology.hl7.org/CodeSystem/v2-0203"
-# Carebase's own identifiers. URNs rather than URLs under the server's address: an identifier
-# system must not change when an operator moves the server to another host name.
-GLOBAL_ID = "urn:carebase:patient-global-id"
-ENCOUNTER_TYPE = "urn:carebase:encounter-type"
-
-
-def _mrn_system(tenant_id: uuid.UUID) -> str:
-    return f"urn:carebase:tenant:{tenant_id}:mrn"  # a medical record number is unique per organization only
-
-
-GENDER = {"M": "male", "F": "female", "O": "other", "U": "unknown"}
 SEX_LABEL = {"M": "Male", "F": "Female", "O": "Other", "U": "Unknown"}
 
-TYPE_LABEL = {"office_visit": "Office visit", "telemedicine": "Telemedicine", "emergency": "Emergency",
-              "hospital": "Hospital", "lab": "Laboratory", "imaging": "Imaging"}
-# Encounter.class (v3 ActCode). Lab and imaging visits are outpatient visits.
-ENCOUNTER_CLASS = {"office_visit": ("AMB", "ambulatory"), "telemedicine": ("VR", "virtual"),
-                   "emergency": ("EMER", "emergency"), "hospital": ("IMP", "inpatient encounter"),
-                   "lab": ("AMB", "ambulatory"), "imaging": ("AMB", "ambulatory")}
-
-# Vital sign -> LOINC code, display, UCUM code; the unit shown to people is codes.VITAL_RANGES'.
-VITAL_LOINC: dict[str, tuple[str, str, str]] = {
-    "systolic_mmhg": ("8480-6", "Systolic blood pressure", "mm[Hg]"),
-    "diastolic_mmhg": ("8462-4", "Diastolic blood pressure", "mm[Hg]"),
-    "heart_rate_bpm": ("8867-4", "Heart rate", "/min"),
-    "respiratory_rate": ("9279-1", "Respiratory rate", "/min"),
-    "temperature_c": ("8310-5", "Body temperature", "Cel"),
-    "spo2_percent": ("2708-6", "Oxygen saturation in Arterial blood", "%"),
-    "weight_kg": ("29463-7", "Body weight", "kg"),
-    "height_cm": ("8302-2", "Body height", "cm"),
-}
-# The FHIR vital-signs profile asks for the pulse-oximetry code next to 2708-6 (how we measure it).
-SPO2_PULSE_OX = ("59408-5", "Oxygen saturation in Arterial blood by Pulse oximetry")
-BP_PANEL = ("85354-9", "Blood pressure panel with all children optional")
-BMI = ("39156-5", "Body mass index (BMI) [Ratio]", "kg/m2")
 VITAL_LABEL = {"systolic_mmhg": "Systolic BP", "diastolic_mmhg": "Diastolic BP", "heart_rate_bpm": "Heart rate",
                "respiratory_rate": "Respiratory rate", "temperature_c": "Temperature", "spo2_percent": "SpO2",
                "weight_kg": "Weight", "height_cm": "Height"}
-assert set(VITAL_LOINC) == set(VITAL_RANGES), "every recorded vital needs a LOINC code for the export"
-
-INTERPRETATION_CODE = {"normal": ("N", "Normal"), "low": ("L", "Low"), "high": ("H", "High"),
-                       "critical": ("AA", "Critical abnormal")}
-_NUMBER = re.compile(r"^-?\d+(\.\d+)?$")
 
 
 # -- gathering ---------------------------------------------------------------------------------
@@ -102,291 +47,6 @@ async def _gather(session: AsyncSession, principal: Principal, patient_id: uuid.
             except NotFound:  # the directory has no delete today; if it ever does, the record still exports
                 seen[e.provider_id] = None
     return {**chart, "providers": seen, "tenant": await tenants.current_tenant(session, principal)}
-
-
-def _urn(kind: str, *parts: object) -> str:
-    """A stable urn:uuid for an entry: the same record exports with the same references."""
-    return "urn:uuid:" + str(uuid.uuid5(uuid.NAMESPACE_URL, f"carebase:{kind}:" + ":".join(map(str, parts))))
-
-
-def _instant(at: datetime) -> str:
-    return at.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
-def _number(value: Any) -> int | float:
-    return value if isinstance(value, int) else float(value)
-
-
-# -- FHIR --------------------------------------------------------------------------------------
-
-
-def _patient_resource(p: Patient, org_ref: str) -> dict[str, Any]:
-    res: dict[str, Any] = {"resourceType": "Patient", "id": str(p.id),
-                           "active": not (p.erased_at or p.merged_into), "identifier": [],
-                           "managingOrganization": {"reference": org_ref}}
-    if p.global_id:
-        res["identifier"].append({"use": "official", "system": GLOBAL_ID, "value": p.global_id})
-    res["identifier"].append({"use": "usual", "system": _mrn_system(p.tenant_id), "value": p.mrn,
-                              "type": {"coding": [{"system": IDENTIFIER_TYPE, "code": "MR",
-                                                   "display": "Medical record number"}]}})
-    if p.given_name or p.family_name:
-        name: dict[str, Any] = {"use": "official",
-                                "text": " ".join(x for x in (p.given_name, p.family_name) if x)}
-        if p.family_name:
-            name["family"] = p.family_name
-        if p.given_name:
-            name["given"] = p.given_name.split()
-        res["name"] = [name]
-    res["gender"] = GENDER.get(p.gender, "unknown")
-    if p.birth_date:
-        res["birthDate"] = p.birth_date.isoformat()
-    telecom = []
-    if p.phone:
-        telecom.append({"system": "phone", "value": p.phone, "use": "mobile"})
-    if p.email:
-        telecom.append({"system": "email", "value": p.email})
-    if telecom:
-        res["telecom"] = telecom
-    if p.country:
-        res["address"] = [{"country": p.country}]
-    if p.preferred_language:
-        res["communication"] = [{"language": {"coding": [{"system": BCP47, "code": p.preferred_language}],
-                                              "text": p.preferred_language}, "preferred": True}]
-    if p.emergency_contact_name or p.emergency_contact_phone:
-        contact: dict[str, Any] = {}
-        if p.emergency_contact_relationship:
-            contact["relationship"] = [{"text": p.emergency_contact_relationship}]
-        if p.emergency_contact_name:
-            contact["name"] = {"text": p.emergency_contact_name}
-        if p.emergency_contact_phone:
-            contact["telecom"] = [{"system": "phone", "value": p.emergency_contact_phone}]
-        res["contact"] = [contact]
-    if not res["identifier"]:
-        del res["identifier"]
-    return res
-
-
-def _practitioner_resource(pr: providers.Provider) -> dict[str, Any]:
-    res: dict[str, Any] = {"resourceType": "Practitioner", "id": str(pr.id), "active": True,
-                           "identifier": [{"system": NPI, "value": pr.npi}],
-                           "name": [{"use": "official", "text": f"{pr.given_name} {pr.family_name}",
-                                     "family": pr.family_name, "given": pr.given_name.split()}]}
-    telecom = [{"system": "phone", "value": pr.phone, "use": "work"}] if pr.phone else []
-    if pr.email:
-        telecom.append({"system": "email", "value": pr.email, "use": "work"})
-    if telecom:
-        res["telecom"] = telecom
-    if pr.languages:
-        res["communication"] = [{"coding": [{"system": BCP47, "code": lang}]} for lang in pr.languages]
-    return res
-
-
-def _quantity(value: Any, ucum: str, unit: str) -> dict[str, Any]:
-    return {"value": _number(value), "unit": unit, "system": UCUM, "code": ucum}
-
-
-def _vital_observations(e: service.Encounter, refs: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-    vitals = e.vitals or {}
-    out: list[tuple[str, dict[str, Any]]] = []
-
-    def observation(name: str, code: list[dict[str, str]], **value: Any) -> dict[str, Any]:
-        url = _urn("vital", e.id, name)
-        res = {"resourceType": "Observation", "id": url.removeprefix("urn:uuid:"), "status": "final",
-               "category": [{"coding": [{"system": OBSERVATION_CATEGORY, "code": "vital-signs",
-                                         "display": "Vital Signs"}]}],
-               "code": {"coding": code, "text": code[0]["display"]}, **refs, **value}
-        out.append((url, res))
-        return res
-
-    def coding(code: str, display: str) -> dict[str, str]:
-        return {"system": LOINC, "code": code, "display": display}
-
-    # Systolic and diastolic travel together as the blood pressure panel (the FHIR vital-signs profile).
-    components = []
-    for name in ("systolic_mmhg", "diastolic_mmhg"):
-        if name in vitals:
-            loinc, display, ucum = VITAL_LOINC[name]
-            components.append({"code": {"coding": [coding(loinc, display)], "text": display},
-                               "valueQuantity": _quantity(vitals[name], ucum, VITAL_RANGES[name][2])})
-    if components:
-        observation("blood_pressure", [coding(*BP_PANEL)], component=components)
-    measured: dict[str, str] = {}
-    for name, value in vitals.items():
-        if name in ("systolic_mmhg", "diastolic_mmhg") or name not in VITAL_LOINC:
-            continue
-        loinc, display, ucum = VITAL_LOINC[name]
-        codes = [coding(loinc, display)] + ([coding(*SPO2_PULSE_OX)] if name == "spo2_percent" else [])
-        observation(name, codes, valueQuantity=_quantity(value, ucum, VITAL_RANGES[name][2]))
-        measured[name] = out[-1][0]
-    # BMI is not recorded; it is derived from this visit's weight and height, and says so.
-    if vitals.get("weight_kg") and vitals.get("height_cm"):
-        bmi = round(vitals["weight_kg"] / (vitals["height_cm"] / 100) ** 2, 1)
-        observation("bmi", [coding(*BMI[:2])], valueQuantity={"value": bmi, "unit": "kg/m2", "system": UCUM,
-                                                              "code": BMI[2]},
-                    derivedFrom=[{"reference": measured["weight_kg"]}, {"reference": measured["height_cm"]}])
-    return out
-
-
-def _lab_value(lab: dict[str, Any]) -> dict[str, Any]:
-    raw = str(lab.get("value", ""))
-    if _NUMBER.match(raw.strip()):
-        quantity: dict[str, Any] = {"value": float(raw) if "." in raw else int(raw)}
-        if lab.get("unit"):
-            quantity["unit"] = lab["unit"]  # typed by the clinician, not checked against UCUM: shown, not coded
-        return {"valueQuantity": quantity}
-    return {"valueString": raw + (f" {lab['unit']}" if lab.get("unit") else "")}
-
-
-async def fhir_bundle(session: AsyncSession, principal: Principal, patient_id: uuid.UUID | None) -> dict[str, Any]:
-    """The patient's whole record as a FHIR R4 Bundle of type ``collection`` (JSON-ready dict),
-    validated against fhir.resources' R4B models. ``patient_id`` None: the caller's own record."""
-    data = await _gather(session, principal, patient_id)
-    p: Patient = data["patient"]
-    tenant = data["tenant"]
-    now = _instant(datetime.now(UTC))
-    entries: list[dict[str, Any]] = []
-
-    def add(url: str, resource: dict[str, Any]) -> str:
-        entries.append({"fullUrl": url, "resource": resource})
-        return url
-
-    org_url = f"urn:uuid:{tenant.id}"
-    patient_url = f"urn:uuid:{p.id}"
-    add(patient_url, _patient_resource(p, org_url))
-    add(org_url, {"resourceType": "Organization", "id": str(tenant.id), "active": True, "name": tenant.name})
-    practitioner_url: dict[uuid.UUID, str] = {}
-    for provider_id, pr in data["providers"].items():
-        if pr is not None:
-            practitioner_url[provider_id] = add(f"urn:uuid:{pr.id}", _practitioner_resource(pr))
-    subject = {"reference": patient_url}
-
-    for e in sorted(data["encounters"], key=lambda x: (x.occurred_at, x.id)):
-        encounter_url = f"urn:uuid:{e.id}"
-        when = _instant(e.occurred_at)
-        performer = practitioner_url.get(e.provider_id)
-        act, act_display = ENCOUNTER_CLASS.get(e.type, ("AMB", "ambulatory"))
-        encounter: dict[str, Any] = {
-            "resourceType": "Encounter", "id": str(e.id), "status": "finished",
-            "class": {"system": ACT_CODE, "code": act, "display": act_display},
-            "type": [{"coding": [{"system": ENCOUNTER_TYPE, "code": e.type,
-                                  "display": TYPE_LABEL.get(e.type, e.type)}],
-                      "text": TYPE_LABEL.get(e.type, e.type)}],
-            "subject": subject, "period": {"start": when}, "serviceProvider": {"reference": org_url}}
-        if performer:
-            encounter["participant"] = [{"type": [{"coding": [{"system": PARTICIPATION, "code": "PPRF",
-                                                               "display": "primary performer"}]}],
-                                         "individual": {"reference": performer}}]
-        if e.chief_complaint:
-            encounter["reasonCode"] = [{"text": e.chief_complaint}]
-        add(encounter_url, encounter)
-        refs: dict[str, Any] = {"subject": subject, "encounter": {"reference": encounter_url},
-                                "effectiveDateTime": when}
-        if performer:
-            refs["performer"] = [{"reference": performer}]
-
-        # Diagnoses as they stand now: an amendment replaced the list, the amendments keep the old one.
-        diagnoses = []
-        for rank, dx in enumerate(e.diagnoses, start=1):
-            url = _urn("condition", e.id, rank)
-            coding = {"system": ICD10CM, "code": dx["code"]}
-            if dx.get("description"):
-                coding["display"] = dx["description"]
-            condition: dict[str, Any] = {
-                "resourceType": "Condition", "id": url.removeprefix("urn:uuid:"),
-                "category": [{"coding": [{"system": CONDITION_CATEGORY, "code": "encounter-diagnosis",
-                                          "display": "Encounter Diagnosis"}]}],
-                "code": {"coding": [coding],
-                         "text": dx.get("description") or dx["code"]},
-                "subject": subject, "encounter": {"reference": encounter_url}, "recordedDate": _instant(e.signed_at)}
-            if performer:
-                condition["asserter"] = {"reference": performer}
-            add(url, condition)
-            diagnoses.append({"condition": {"reference": url}, "rank": rank})
-        if diagnoses:
-            encounter["diagnosis"] = diagnoses
-        for i, cpt in enumerate(e.procedures):
-            url = _urn("procedure", e.id, i)
-            procedure: dict[str, Any] = {
-                "resourceType": "Procedure", "id": url.removeprefix("urn:uuid:"), "status": "completed",
-                "code": {"coding": [{"system": CPT, "code": cpt}], "text": f"CPT {cpt}"},
-                "subject": subject, "encounter": {"reference": encounter_url}, "performedDateTime": when}
-            if performer:
-                procedure["performer"] = [{"actor": {"reference": performer}}]
-            add(url, procedure)
-        for url, observation in _vital_observations(e, refs):
-            add(url, observation)
-        for i, lab in enumerate(e.lab_results):
-            url = _urn("lab", e.id, i)
-            observation = {"resourceType": "Observation", "id": url.removeprefix("urn:uuid:"), "status": "final",
-                           "category": [{"coding": [{"system": OBSERVATION_CATEGORY, "code": "laboratory",
-                                                     "display": "Laboratory"}]}],
-                           "code": {"text": lab["test"]}, **refs, **_lab_value(lab)}
-            if lab.get("flag") in INTERPRETATION_CODE:
-                code, display = INTERPRETATION_CODE[lab["flag"]]
-                observation["interpretation"] = [{"coding": [{"system": INTERPRETATION, "code": code,
-                                                              "display": display}]}]
-            add(url, observation)
-
-    # The patient-level lists, as the chart gathers them (one entry per substance/name, latest wins).
-    for a in data["allergies"]:
-        url = _urn("allergy", p.id, a["substance"].lower())
-        allergy: dict[str, Any] = {
-            "resourceType": "AllergyIntolerance", "id": url.removeprefix("urn:uuid:"),
-            "clinicalStatus": {"coding": [{"system": ALLERGY_CLINICAL, "code": "active", "display": "Active"}]},
-            "code": {"text": a["substance"]}, "patient": subject, "recordedDate": a["last_recorded"]}
-        if a.get("reaction") or a.get("severity"):
-            reaction: dict[str, Any] = {"manifestation": [{"text": a.get("reaction") or "Reaction not recorded"}]}
-            if a.get("severity"):
-                reaction["severity"] = a["severity"]
-            allergy["reaction"] = [reaction]
-        add(url, allergy)
-    for m in data["medications"]:
-        url = _urn("medication", p.id, m["name"].lower())
-        # "active" as of dateAsserted: the chart has no way yet to record that a medicine was stopped.
-        statement: dict[str, Any] = {
-            "resourceType": "MedicationStatement", "id": url.removeprefix("urn:uuid:"), "status": "active",
-            "medicationCodeableConcept": {"text": m["name"]}, "subject": subject,
-            "dateAsserted": m["last_recorded"]}
-        dosage = " ".join(x for x in (m.get("dose"), m.get("frequency")) if x)
-        if dosage:
-            statement["dosage"] = [{"text": dosage}]
-        add(url, statement)
-    for pb in data["problems"]:
-        url = _urn("problem", p.id, pb["name"].lower())
-        status = "resolved" if pb.get("status") == "resolved" else "active"
-        add(url, {"resourceType": "Condition", "id": url.removeprefix("urn:uuid:"),
-                  "clinicalStatus": {"coding": [{"system": CONDITION_CLINICAL, "code": status,
-                                                 "display": status.capitalize()}]},
-                  "category": [{"coding": [{"system": CONDITION_CATEGORY, "code": "problem-list-item",
-                                            "display": "Problem List Item"}]}],
-                  "code": {"text": pb["name"]}, "subject": subject, "recordedDate": pb["last_recorded"]})
-
-    bundle_entries = _prune(entries)
-    # No Bundle.id: this collection is made on request and stored nowhere, so it has no logical id to give.
-    bundle = {"resourceType": "Bundle", "meta": {"lastUpdated": now},
-              "type": "collection", "timestamp": now, "entry": bundle_entries}
-    # CPU work that grows with the record: off the event loop, which serves everyone else meanwhile.
-    await asyncio.to_thread(_validate, bundle)
-    return bundle
-
-
-def _prune(value: Any) -> Any:
-    """Drops empty strings, lists and objects: FHIR forbids empty elements (a blank dose typed in a
-    form would otherwise make the whole export invalid)."""
-    if isinstance(value, dict):
-        pruned = {k: _prune(v) for k, v in value.items()}
-        return {k: v for k, v in pruned.items() if v not in ("", [], {}, None)}
-    if isinstance(value, list):
-        return [v for v in map(_prune, value) if v not in ("", [], {}, None)]
-    return value
-
-
-def _validate(bundle: dict[str, Any]) -> None:
-    """Refuse to hand out a bundle the R4B models reject: a mapping bug fails loudly, in tests first."""
-    # Imported on first use: the models take half a second to load, not worth paying at start.
-    from fhir.resources.R4B.bundle import Bundle
-
-    Bundle.model_validate(bundle)
 
 
 # -- PDF ---------------------------------------------------------------------------------------
@@ -568,7 +228,7 @@ def _render(data: dict[str, Any], notice: str | None) -> tuple[bytes, FoldedText
         pr = data["providers"].get(e.provider_id)
         who = (pr.display_name + (f", {pr.specialty}" if pr.specialty else "")) if pr else "provider not listed"
         pdf.ln(1.5)
-        line(f"{local(e.occurred_at)}  ·  {TYPE_LABEL.get(e.type, e.type)}  ·  {who}", size=10.5, style="B")
+        line(f"{local(e.occurred_at)}  ·  {service.TYPE_LABELS.get(e.type, e.type)}  ·  {who}", size=10.5, style="B")
         labs = "; ".join(f"{lab['test']} {lab['value']}" + (f" {lab['unit']}" if lab.get("unit") else "")
                          + (f" ({lab['flag']})" if lab.get("flag") else "") for lab in e.lab_results)
         fields = [("Complaint", e.chief_complaint),

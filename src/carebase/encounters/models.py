@@ -31,6 +31,12 @@ encounters = projection_table(Table(
     Column("signed_at", DateTime(timezone=True), nullable=False),
     # Every correction, oldest first: {at, by, field, previous, value, reason}. The original stays.
     Column("amendments", JSONB, nullable=False),
+    # A hospital stay admitted from an ADT feed is in-progress until discharged; visits charted in
+    # Carebase are finished when signed.
+    Column("status", String(16), nullable=False, server_default="finished"),
+    Column("ended_at", DateTime(timezone=True), nullable=True),
+    Column("visit_number", String(64), nullable=True),  # the admitting system's (HL7 PV1-19)
     Column("version", Integer, nullable=False),
     Index("ix_encounters_patient_id_occurred_at", "patient_id", "occurred_at"),
+    Index("ix_encounters_tenant_id_visit_number", "tenant_id", "visit_number"),
 ))

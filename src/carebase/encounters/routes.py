@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import uuid
 from dataclasses import asdict
 
@@ -65,30 +64,13 @@ async def my_chart(principal: CurrentPrincipal, session: DbSession) -> schemas.C
 
 # -- the whole record, exported ----------------------------------------------------------------
 
-FHIR_JSON = "application/fhir+json"
-_FHIR_DOC = {200: {"description": "A FHIR R4 (4.0.1) Bundle of type collection: Patient, Organization, "
-                                  "Practitioner, Encounter, Condition, Procedure, Observation, "
-                                  "AllergyIntolerance and MedicationStatement resources, linked by urn:uuid "
-                                  "references.",
-                   "content": {FHIR_JSON: {"schema": {"type": "object"}}}}}
+# (The same record as FHIR, record.fhir.json, is served by the FHIR facade: carebase.fhir.routes.)
 _PDF_DOC = {200: {"description": "An A4 PDF summary, as a download.",
                   "content": {"application/pdf": {"schema": {"type": "string", "format": "binary"}}}}}
 
 
-def _fhir(bundle: dict) -> Response:
-    return Response(json.dumps(bundle, ensure_ascii=False, separators=(",", ":")).encode(), media_type=FHIR_JSON,
-                    headers={"Cache-Control": "no-store"})
-
-
 def _pdf(record: export.RecordPdf) -> Response:
     return pdf_response(record.filename, record.content)
-
-
-@router.get("/patients/{patient_id}/record.fhir.json", response_class=Response, responses=_FHIR_DOC,
-            summary="Export a patient's whole record as a FHIR R4 Bundle (staff of the patient's organization; "
-                    "audited read)")
-async def record_fhir(patient_id: uuid.UUID, principal: CurrentPrincipal, session: DbSession) -> Response:
-    return _fhir(await export.fhir_bundle(session, principal, patient_id))
 
 
 @router.get("/patients/{patient_id}/record.pdf", response_class=Response, responses=_PDF_DOC,
@@ -96,12 +78,6 @@ async def record_fhir(patient_id: uuid.UUID, principal: CurrentPrincipal, sessio
                     "diagnoses, latest vitals and the encounter timeline (audited read)")
 async def record_pdf(patient_id: uuid.UUID, principal: CurrentPrincipal, session: DbSession) -> Response:
     return _pdf(await export.pdf_document(session, principal, patient_id))
-
-
-@router.get("/me/record.fhir.json", response_class=Response, responses=_FHIR_DOC,
-            summary="Export your own record as a FHIR R4 Bundle (patients)")
-async def my_record_fhir(principal: CurrentPrincipal, session: DbSession) -> Response:
-    return _fhir(await export.fhir_bundle(session, principal, None))
 
 
 @router.get("/me/record.pdf", response_class=Response, responses=_PDF_DOC,

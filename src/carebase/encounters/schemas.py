@@ -94,6 +94,9 @@ class EncounterOut(BaseModel):
     signed_by: uuid.UUID
     signed_at: datetime
     amendments: list[dict[str, Any]]
+    status: str = Field(description="finished, or in-progress for a stay admitted from an ADT feed until discharge")
+    ended_at: datetime | None = None
+    visit_number: str | None = Field(default=None, description="The admitting system's visit number (HL7 PV1-19)")
     version: int
 
 

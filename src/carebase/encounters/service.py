@@ -10,21 +10,27 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from carebase.audit import service as audit
 from carebase.encounters import codes
 from carebase.encounters import events as ev
 from carebase.encounters.models import encounters
 from carebase.patients import service as patients
 from carebase.platform import eventstore
 from carebase.platform.authz import Principal, require, require_tenant
+from carebase.platform.db import within
 from carebase.platform.errors import NotFound, ValidationFailed
 from carebase.platform.eventstore import NewEvent
 from carebase.platform.ids import new_id
 from carebase.providers import service as providers
 
 ENCOUNTER_TYPES = ("office_visit", "telemedicine", "emergency", "hospital", "lab", "imaging")
+TYPE_LABELS = {"office_visit": "Office visit", "telemedicine": "Telemedicine", "emergency": "Emergency",
+               "hospital": "Hospital", "lab": "Laboratory", "imaging": "Imaging"}
+# The unit each recorded vital is kept in, as people read it (mmHg, °C, kg...).
+VITAL_UNITS = {name: unit for name, (_, _, unit) in codes.VITAL_RANGES.items()}
 AMENDABLE = (*ev.TEXTS, "diagnoses", "procedures")
 
 
@@ -51,6 +57,9 @@ class Encounter:
     signed_by: uuid.UUID
     signed_at: datetime
     amendments: list
+    status: str  # in-progress (an admitted stay) | finished
+    ended_at: datetime | None
+    visit_number: str | None
     version: int
 
 
@@ -72,8 +81,10 @@ def _check(content: dict[str, Any]) -> dict[str, Any]:
 
 async def record_encounter(session: AsyncSession, principal: Principal, patient_id: uuid.UUID, *, type: str,
                            occurred_at: datetime | None = None, provider_id: uuid.UUID | None = None,
-                           appointment_id: uuid.UUID | None = None, **content: Any) -> Encounter:
-    """Record and sign an encounter (the caller signs it)."""
+                           appointment_id: uuid.UUID | None = None, admission: str | None = None,
+                           **content: Any) -> Encounter:
+    """Record and sign an encounter (the caller signs it). ``admission``: the admitting system's
+    visit number of a stay that begins now and stays in progress until ``discharge``."""
     require(principal, "write:charts")
     tenant_id = require_tenant(principal)
     patient = await patients.get_patient(session, principal, patient_id, "treatment")
@@ -100,8 +111,36 @@ async def record_encounter(session: AsyncSession, principal: Principal, patient_
                                 "patient_id": str(patient_id), "provider_id": str(provider_id),
                                 "appointment_id": str(appointment_id) if appointment_id else None, "type": type,
                                 "occurred_at": occurred_at.astimezone(UTC).isoformat(),
-                                "signed_by": str(principal.account_id)}, phi=checked, subject_id=patient_id)])
+                                "signed_by": str(principal.account_id),
+                                **({"status": "in-progress", "visit_number": admission} if admission else {})},
+                                phi=checked, subject_id=patient_id)])
     return await _load(session, tenant_id, encounter_id)
+
+
+async def by_visit_number(session: AsyncSession, principal: Principal, visit_number: str) -> Encounter | None:
+    """The stay an admitting system knows by this visit number (the latest, if it reused one)."""
+    require(principal, "write:charts")
+    r = (await session.execute(select(encounters).where(
+        encounters.c.tenant_id == require_tenant(principal), encounters.c.visit_number == visit_number)
+        .order_by(encounters.c.occurred_at.desc()).limit(1))).first()
+    return _encounter(r) if r else None
+
+
+async def discharge(session: AsyncSession, principal: Principal, encounter_id: uuid.UUID, *,
+                    ended_at: datetime) -> Encounter:
+    """End an admitted stay. Discharging one already discharged changes nothing (feeds resend)."""
+    require(principal, "write:charts")
+    e = await get_encounter(session, principal, encounter_id)
+    if e.status == "finished":
+        return e
+    if ended_at.tzinfo is None:
+        raise ValidationFailed("The discharge time needs a time zone offset.", code="naive-datetime")
+    if ended_at < e.occurred_at:
+        raise ValidationFailed("A stay cannot end before it began.", code="discharge-before-admission")
+    await eventstore.append(session, stream_type="encounter", stream_id=e.id, tenant_id=e.tenant_id,
+                            expected_version=e.version, new_events=[NewEvent(ev.DISCHARGED, {
+                                "ended_at": ended_at.astimezone(UTC).isoformat()})])
+    return await _load(session, e.tenant_id, e.id)
 
 
 async def _load(session: AsyncSession, tenant_id: uuid.UUID, encounter_id: uuid.UUID) -> Encounter:
@@ -162,6 +201,71 @@ def _union(items: list[tuple[datetime, list]], key: str) -> list[dict]:
             k = str(entry.get(key) if isinstance(entry, dict) else entry).lower()
             seen[k] = {**(entry if isinstance(entry, dict) else {key: entry}), "last_recorded": at.isoformat()}
     return sorted(seen.values(), key=lambda x: x["last_recorded"], reverse=True)
+
+
+async def find_encounters(session: AsyncSession, principal: Principal, *, patient_id: uuid.UUID | None = None,
+                          occurred: list[tuple[str, datetime, datetime]] = (), types: list[str] | None = None,
+                          statuses: list[str] | None = None, limit: int = 50, offset: int = 0, newest_first: bool = True) -> tuple[list[Encounter], int]:
+    """One page of encounters (newest first unless asked otherwise) and how many match: one patient's (with the records
+    merged into theirs), or the whole organization's; ``occurred`` as FHIR date prefixes read.
+    Every patient shown is in the read audit."""
+    _require_chart_reader(principal)
+    tenant_id = require_tenant(principal)
+    conds = [encounters.c.tenant_id == tenant_id]
+    if patient_id is None and not principal.can("read:charts"):
+        patient = await patients.own_patient(session, principal)  # a patient's search covers their own
+    elif patient_id is not None:
+        patient = await patients.get_patient(session, principal, patient_id)
+    else:
+        patient = None
+    if patient is not None:
+        conds.append(encounters.c.patient_id.in_(await patients.record_ids(session, patient)))
+    conds += [within(encounters.c.occurred_at, *b) for b in occurred]
+    if types is not None:
+        conds.append(encounters.c.type.in_(types))
+    if statuses is not None:
+        conds.append(encounters.c.status.in_(statuses))
+    total = (await session.execute(select(func.count()).select_from(encounters).where(*conds))).scalar_one()
+    when = encounters.c.occurred_at.desc() if newest_first else encounters.c.occurred_at
+    rows = (await session.execute(select(encounters).where(*conds).order_by(when, encounters.c.id)
+                                  .limit(limit).offset(offset))).all()
+    found = [_encounter(r) for r in rows]
+    if patient is None:
+        await audit.record_reads(session, principal, patient_ids=sorted({e.patient_id for e in found}),
+                                 record_type="Encounter", purpose=audit.purpose_of(principal, None))
+    return found, total
+
+
+async def export_encounters(session: AsyncSession, principal: Principal, *, since: datetime | None = None,
+                            patient_ids: list[uuid.UUID] | None = None, batch: int = 1000):
+    """Every encounter of the organization (or of these patients), in batches by id, for a bulk
+    export; each batch's patients are in the read audit (purpose: operations)."""
+    require(principal, "read:charts")
+    tenant_id = require_tenant(principal)
+    after = uuid.UUID(int=0)
+    while True:
+        query = select(encounters).where(encounters.c.tenant_id == tenant_id, encounters.c.id > after)
+        if since is not None:
+            query = query.where(encounters.c.signed_at >= since)
+        if patient_ids is not None:
+            query = query.where(encounters.c.patient_id.in_(patient_ids))
+        rows = (await session.execute(query.order_by(encounters.c.id).limit(batch))).all()
+        if not rows:
+            return
+        found = [_encounter(r) for r in rows]
+        await audit.record_reads(session, principal, patient_ids=sorted({e.patient_id for e in found}),
+                                 record_type="Encounter", purpose="operations")
+        yield found
+        after = found[-1].id
+
+
+async def patients_seen_by(session: AsyncSession, principal: Principal, provider_id: uuid.UUID) -> list[uuid.UUID]:
+    """The patients a provider has seen (their panel): whoever has an encounter with them."""
+    require(principal, "read:charts")
+    rows = (await session.execute(select(encounters.c.patient_id).where(
+        encounters.c.tenant_id == require_tenant(principal), encounters.c.provider_id == provider_id)
+        .distinct())).scalars().all()
+    return sorted(rows)
 
 
 async def chart(session: AsyncSession, principal: Principal, patient_id: uuid.UUID | None = None) -> dict[str, Any]:

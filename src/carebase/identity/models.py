@@ -47,6 +47,8 @@ auth_sessions = Table(
     Column("active_tenant_id", UUID(as_uuid=True), nullable=True),  # the tenant this session is signed in to
     Column("roles", String(200), nullable=False),
     Column("mfa", Boolean, nullable=False),
+    # The SMART scopes the sign-in asked for; every token of the session keeps them (see authz).
+    Column("scope", String(500), nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("revoked_at", DateTime(timezone=True), nullable=True),
     Column("revoked_reason", String(64), nullable=True),
@@ -87,4 +89,21 @@ password_resets = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("expires_at", DateTime(timezone=True), nullable=False),
     Column("used_at", DateTime(timezone=True), nullable=True),
+)
+
+# Keys for integrations (an HL7 feed, a FHIR backend client): the key is shown once and kept as a
+# keyed hash; it acts in its organization as the "integration" role, narrowed by its scope.
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column("tenant_id", UUID(as_uuid=True), nullable=False),
+    Column("name", String(100), nullable=False),
+    Column("key_hash", String(64), nullable=False, unique=True),
+    Column("scope", String(500), nullable=False),
+    Column("created_by", UUID(as_uuid=True), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("last_used_at", DateTime(timezone=True), nullable=True),
+    Column("revoked_at", DateTime(timezone=True), nullable=True),
+    Index("ix_api_keys_tenant_id", "tenant_id"),
 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Form, Response, status
@@ -16,7 +17,8 @@ router = APIRouter(prefix="/api/v1", tags=["identity"])
 
 def _tokens(pair: service.TokenPair) -> schemas.TokenOut:
     return schemas.TokenOut(access_token=pair.access_token, refresh_token=pair.refresh_token,
-                            expires_in=pair.expires_in, tenant_id=pair.tenant_id, roles=pair.roles)
+                            expires_in=pair.expires_in, tenant_id=pair.tenant_id, roles=pair.roles,
+                            scope=pair.scope)
 
 
 async def _account_out(session, account: service.Account) -> schemas.AccountOut:
@@ -39,7 +41,9 @@ async def register(body: schemas.RegisterIn, session: DbSession) -> schemas.Acco
 @router.post("/auth/token", response_model=schemas.TokenOut,
              summary="Sign in with e-mail and password (OAuth2 password grant)",
              description="Form fields: username (the e-mail), password, optional `tenant` (slug or id) "
-                         "and `totp_code` for staff with an authenticator. Returns access and refresh tokens.")
+                         "and `totp_code` for staff with an authenticator. `scope` may narrow the token to SMART "
+                         "scopes (`patient/*.read`, `user/*.*`, ...) for the FHIR API. Returns access and refresh "
+                         "tokens.")
 async def token(
     session: DbSession,
     username: Annotated[str, Form(max_length=320)],
@@ -52,8 +56,21 @@ async def token(
     if tenant is None:  # also accept the OAuth2 way: scope="tenant:<slug>"
         tenant = next((s.split(":", 1)[1] for s in scope.split() if s.startswith("tenant:")), None)
     pair = await service.login_with_password(session, email=username, password=password, tenant=tenant,
-                                             totp_code=totp_code)
+                                             totp_code=totp_code, scope=scope)
     return _tokens(pair)
+
+
+@router.post("/auth/client-token", response_model=schemas.TokenOut,
+             summary="An integration's access token for its API key (OAuth2 client credentials)",
+             description="Form fields: grant_type=client_credentials and client_secret (the API key). The token "
+                         "carries the key's scope (e.g. system/*.read for the FHIR API); there is no refresh "
+                         "token: ask again when it expires. Revoking the key ends its tokens at once.")
+async def client_token(
+    session: DbSession,
+    client_secret: Annotated[str, Form(min_length=1, max_length=200)],
+    grant_type: Annotated[str, Form(pattern="^client_credentials$")],
+) -> schemas.TokenOut:
+    return _tokens(await service.token_for_api_key(session, client_secret))
 
 
 @router.post("/auth/refresh", response_model=schemas.TokenOut, summary="Trade a refresh token for new tokens",
@@ -119,3 +136,29 @@ async def me(principal: CurrentPrincipal, session: DbSession) -> schemas.MeOut:
     return schemas.MeOut(**base.model_dump(), tenant_id=principal.tenant_id, roles=list(principal.roles),
                          permissions=sorted(principal.permissions),
                          mfa_enabled=await service.mfa_enabled(session, principal.account_id))
+
+
+# -- API keys for integrations ---------------------------------------------------------------------
+
+
+@router.post("/api-keys", status_code=status.HTTP_201_CREATED, response_model=schemas.ApiKeyOut,
+             summary="Create an API key for an integration (admins; the key is shown only in this response)",
+             description="Scope: `hl7:ingest` (an HL7 v2 feed, POST /api/v1/hl7/v2 or the MLLP listener) and/or "
+                         "SMART system scopes such as `system/*.read` (a FHIR backend client: trade the key for a "
+                         "token at POST /api/v1/auth/client-token).")
+async def create_api_key(body: schemas.ApiKeyIn, principal: CurrentPrincipal, session: DbSession) -> schemas.ApiKeyOut:
+    return schemas.ApiKeyOut.model_validate(
+        await service.create_api_key(session, principal, name=body.name, scope=body.scope), from_attributes=True)
+
+
+@router.get("/api-keys", response_model=list[schemas.ApiKeyOut], summary="The organization's API keys (no secrets)")
+async def list_api_keys(principal: CurrentPrincipal, session: DbSession) -> list[schemas.ApiKeyOut]:
+    return [schemas.ApiKeyOut.model_validate(k, from_attributes=True)
+            for k in await service.list_api_keys(session, principal)]
+
+
+@router.delete("/api-keys/{key_id}", status_code=status.HTTP_204_NO_CONTENT,
+               summary="Revoke an API key (its tokens stop working at once)")
+async def revoke_api_key(key_id: uuid.UUID, principal: CurrentPrincipal, session: DbSession) -> Response:
+    await service.revoke_api_key(session, principal, key_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

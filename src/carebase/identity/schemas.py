@@ -37,11 +37,12 @@ class AccountOut(BaseModel):
 
 class TokenOut(BaseModel):
     access_token: str
-    refresh_token: str
+    refresh_token: str | None = Field(description="None for an integration's client-credentials token")
     token_type: str = "bearer"
     expires_in: int
     tenant_id: uuid.UUID | None
     roles: list[str]
+    scope: str | None = Field(default=None, description="The SMART scopes the token is narrowed to, if any")
 
 
 class RefreshIn(Strict):
@@ -98,3 +99,18 @@ class PasswordResetIn(Strict):
 
 class Accepted(BaseModel):
     detail: str
+
+
+class ApiKeyIn(Strict):
+    name: str = Field(min_length=1, max_length=100, description="What the key is for, e.g. 'ADT feed from the HIS'")
+    scope: str = Field(min_length=1, max_length=500, examples=["hl7:ingest", "system/*.read"])
+
+
+class ApiKeyOut(BaseModel):
+    id: uuid.UUID
+    name: str
+    scope: str
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+    key: str | None = Field(default=None, description="The key itself: in the response that created it, never again")

@@ -23,9 +23,17 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from carebase.identity import events as ev
-from carebase.identity.models import accounts, auth_sessions, credentials, otp_challenges, password_resets, refresh_tokens
+from carebase.identity.models import (
+    accounts,
+    api_keys,
+    auth_sessions,
+    credentials,
+    otp_challenges,
+    password_resets,
+    refresh_tokens,
+)
 from carebase.platform import crypto, delivery, eventstore, ratelimit, tokens
-from carebase.platform.authz import Principal
+from carebase.platform.authz import Principal, parse_smart_scopes, require, require_tenant
 from carebase.platform.db import set_context
 from carebase.platform.errors import Conflict, Forbidden, NotAuthenticated, NotFound, TooManyRequests, ValidationFailed
 from carebase.platform.ids import new_id
@@ -52,10 +60,11 @@ class Account:
 @dataclass
 class TokenPair:
     access_token: str
-    refresh_token: str
+    refresh_token: str | None
     expires_in: int
     tenant_id: uuid.UUID | None
     roles: list[str]
+    scope: str | None = None
 
 
 def _now() -> datetime:
@@ -187,22 +196,41 @@ async def _choose_tenant(session: AsyncSession, account: Account, tenant: str | 
     return tenant_id, roles
 
 
+def smart_scope(requested: str, roles: list[str]) -> str | None:
+    """The SMART scopes a sign-in keeps (None: none asked for, the token acts with the roles' full
+    permissions), or 400 invalid_scope."""
+    scopes, unknown = parse_smart_scopes(requested)
+    if unknown:
+        raise ValidationFailed(f"Unknown scope(s): {' '.join(unknown)}. Use SMART scopes such as patient/*.read or "
+                               "user/Patient.write.", code="invalid-scope", status=400, error="invalid_scope")
+    if not scopes:
+        return None
+    contexts = {s.context for s in scopes}
+    if "system" in contexts:
+        raise ValidationFailed("system/ scopes are for integrations signing in with an API key, not for people.",
+                               code="invalid-scope", status=400, error="invalid_scope")
+    if "patient" in contexts and "patient" not in roles:
+        raise ValidationFailed("patient/ scopes are for a patient's own sign-in; staff ask for user/ scopes.",
+                               code="invalid-scope", status=400, error="invalid_scope")
+    return " ".join(w for w in requested.split() if "/" in w and not w.startswith("launch"))
+
+
 async def _issue(session: AsyncSession, account_id: uuid.UUID, tenant_id: uuid.UUID | None, roles: list[str],
-                 mfa: bool, session_id: uuid.UUID | None = None) -> TokenPair:
+                 mfa: bool, session_id: uuid.UUID | None = None, scope: str | None = None) -> TokenPair:
     settings = get_settings()
     now = _now()
     if session_id is None:
         session_id = new_id()
         await session.execute(insert(auth_sessions).values(
             id=session_id, account_id=account_id, active_tenant_id=tenant_id, roles=",".join(roles), mfa=mfa,
-            created_at=now))
+            scope=scope, created_at=now))
     refresh = secrets.token_urlsafe(32)
     await session.execute(insert(refresh_tokens).values(
         token_hash=crypto.keyring().keyed_hash(refresh), session_id=session_id, account_id=account_id, issued_at=now,
         expires_at=now + timedelta(seconds=settings.refresh_token_ttl_seconds)))
-    principal = Principal.of(account_id, tenant_id, roles, session_id, mfa)
+    principal = Principal.of(account_id, tenant_id, roles, session_id, mfa, scope)
     access = tokens.issue_access_token(principal, settings.access_token_ttl_seconds)
-    return TokenPair(access, refresh, settings.access_token_ttl_seconds, tenant_id, roles)
+    return TokenPair(access, refresh, settings.access_token_ttl_seconds, tenant_id, roles, scope)
 
 
 async def _credentials_for_update(session: AsyncSession, account_id: uuid.UUID):
@@ -251,7 +279,7 @@ async def _check_totp(session: AsyncSession, creds, code: str | None) -> bool:
 
 
 async def login_with_password(session: AsyncSession, *, email: str, password: str, tenant: str | None,
-                              totp_code: str | None) -> TokenPair:
+                              totp_code: str | None, scope: str = "") -> TokenPair:
     await _throttle(session, "login")
     account = await find_account_by_email(session, email)
     creds = await _credentials_for_update(session, account.id) if account else None
@@ -265,8 +293,9 @@ async def login_with_password(session: AsyncSession, *, email: str, password: st
     await session.execute(credentials.update().where(credentials.c.account_id == account.id)
                           .values(failed_logins=0, locked_until=None))
     tenant_id, roles = await _choose_tenant(session, account, tenant)
+    kept_scope = smart_scope(scope, roles)
     log.info("login", via="password", account_id=str(account.id))
-    return await _issue(session, account.id, tenant_id, roles, mfa)
+    return await _issue(session, account.id, tenant_id, roles, mfa, scope=kept_scope)
 
 
 async def refresh(session: AsyncSession, token: str) -> TokenPair:
@@ -277,7 +306,8 @@ async def refresh(session: AsyncSession, token: str) -> TokenPair:
         raise NotAuthenticated("This refresh token is not valid; sign in again.", code="invalid-refresh-token")
     await set_context(session, None, owner.account_id)  # the account's sessions become visible
     row = (await session.execute(
-        select(refresh_tokens, auth_sessions.c.active_tenant_id, auth_sessions.c.revoked_at, auth_sessions.c.mfa)
+        select(refresh_tokens, auth_sessions.c.active_tenant_id, auth_sessions.c.revoked_at, auth_sessions.c.mfa,
+               auth_sessions.c.scope)
         .join(auth_sessions, auth_sessions.c.id == refresh_tokens.c.session_id)
         .where(refresh_tokens.c.token_hash == token_hash)
         .with_for_update(of=refresh_tokens)
@@ -301,7 +331,8 @@ async def refresh(session: AsyncSession, token: str) -> TokenPair:
         raise NotAuthenticated("This account no longer exists.", code="invalid-refresh-token")
     if account.is_superadmin:
         roles = sorted(set(roles) | {"superadmin"})
-    return await _issue(session, row.account_id, row.active_tenant_id, roles, row.mfa, session_id=row.session_id)
+    return await _issue(session, row.account_id, row.active_tenant_id, roles, row.mfa, session_id=row.session_id,
+                        scope=row.scope)
 
 
 async def _revoke_session(session: AsyncSession, session_id: uuid.UUID, reason: str) -> None:
@@ -329,7 +360,14 @@ async def logout(session: AsyncSession, principal: Principal, refresh_token: str
 
 
 async def check_session_active(session: AsyncSession, principal: Principal) -> None:
-    """Access tokens die with their session: logout and reuse detection take effect at once."""
+    """Access tokens die with their session: logout and reuse detection take effect at once (and
+    an integration's with its API key: revoking the key ends its tokens)."""
+    if principal.session_id is None and principal.roles == ("integration",):
+        active = (await session.execute(select(api_keys.c.id).where(
+            api_keys.c.id == principal.account_id, api_keys.c.revoked_at.is_(None)))).first()
+        if active is None:
+            raise NotAuthenticated("This API key was revoked.", code="invalid-api-key")
+        return
     if principal.session_id is None:
         raise NotAuthenticated("The access token is not valid.", code="invalid-token")
     revoked = (await session.execute(
@@ -509,3 +547,94 @@ async def reset_password(session: AsyncSession, token: str, new_password: str) -
     await eventstore.append(session, **ev.account_stream(account.id), expected_version=None,
                             new_events=[eventstore.NewEvent(ev.PASSWORD_CHANGED, {"via": "reset"})])
     await _revoke_all_sessions(session, account.id, "password-reset")
+
+
+# -- API keys (integrations) ---------------------------------------------------------------------
+
+API_KEY_PREFIX = "cbk"
+
+
+@dataclass
+class ApiKey:
+    id: uuid.UUID
+    name: str
+    scope: str
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+    key: str | None = None  # the secret itself: only when just created, never again
+
+
+def _check_key_scope(scope: str) -> str:
+    words = scope.split()
+    scopes, unknown = parse_smart_scopes(scope)
+    if unknown or not words or any(s.context != "system" for s in scopes):
+        raise ValidationFailed("An API key's scope is hl7:ingest and/or SMART system scopes such as system/*.read.",
+                               code="invalid-scope")
+    return " ".join(dict.fromkeys(words))
+
+
+async def create_api_key(session: AsyncSession, principal: Principal, *, name: str, scope: str) -> ApiKey:
+    """A new key for an integration of the caller's organization; its secret is returned once."""
+    require(principal, "manage:settings")
+    tenant_id = require_tenant(principal)
+    scope = _check_key_scope(scope)
+    key = f"{API_KEY_PREFIX}_{tenant_id.hex}_{secrets.token_urlsafe(32)}"
+    row = {"id": new_id(), "tenant_id": tenant_id, "name": name, "key_hash": crypto.keyring().keyed_hash(key),
+           "scope": scope, "created_by": principal.account_id, "created_at": _now()}
+    await session.execute(insert(api_keys).values(**row))
+    log.info("api_key_created", key_id=str(row["id"]))
+    return ApiKey(row["id"], name, scope, row["created_at"], None, None, key)
+
+
+async def list_api_keys(session: AsyncSession, principal: Principal) -> list[ApiKey]:
+    require(principal, "manage:settings")
+    rows = (await session.execute(select(api_keys).where(api_keys.c.tenant_id == require_tenant(principal))
+                                  .order_by(api_keys.c.created_at))).all()
+    return [ApiKey(r.id, r.name, r.scope, r.created_at, r.last_used_at, r.revoked_at) for r in rows]
+
+
+async def revoke_api_key(session: AsyncSession, principal: Principal, key_id: uuid.UUID) -> None:
+    require(principal, "manage:settings")
+    done = await session.execute(api_keys.update().where(
+        api_keys.c.id == key_id, api_keys.c.tenant_id == require_tenant(principal), api_keys.c.revoked_at.is_(None))
+        .values(revoked_at=_now()).returning(api_keys.c.id))
+    if done.first() is None:
+        raise NotFound("No such active API key in your organization.", code="api-key-not-found")
+
+
+async def authenticate_api_key(session: AsyncSession, key: str) -> Principal:
+    """Who an API key acts as: its own id, in its organization, as "integration", narrowed by its
+    scope. The organization is part of the key, so the lookup runs under that tenant's row policy."""
+    parts = key.split("_", 2)
+    invalid = NotAuthenticated("The API key is not valid (or was revoked).", code="invalid-api-key")
+    if len(parts) != 3 or parts[0] != API_KEY_PREFIX:
+        raise invalid
+    try:
+        tenant_id = uuid.UUID(hex=parts[1])
+    except ValueError:
+        raise invalid from None
+    await set_context(session, tenant_id, None)
+    row = (await session.execute(api_keys.update().where(
+        api_keys.c.key_hash == crypto.keyring().keyed_hash(key), api_keys.c.revoked_at.is_(None))
+        .values(last_used_at=_now()).returning(api_keys.c.id, api_keys.c.scope))).first()
+    if row is None:
+        raise invalid
+    principal = Principal.of(row.id, tenant_id, ["integration"], scope=row.scope)
+    await set_context(session, tenant_id, row.id)
+    return principal
+
+
+async def integration(session: AsyncSession, tenant_id: uuid.UUID, key_id: uuid.UUID) -> Principal | None:
+    """The principal of an organization's active API key (a replayed HL7 message acts as its sender)."""
+    row = (await session.execute(select(api_keys.c.scope).where(
+        api_keys.c.id == key_id, api_keys.c.tenant_id == tenant_id, api_keys.c.revoked_at.is_(None)))).first()
+    return Principal.of(key_id, tenant_id, ["integration"], scope=row.scope) if row else None
+
+
+async def token_for_api_key(session: AsyncSession, key: str) -> TokenPair:
+    """OAuth2 client credentials: an access token (no refresh token) acting as the key."""
+    principal = await authenticate_api_key(session, key)
+    ttl = get_settings().access_token_ttl_seconds
+    return TokenPair(tokens.issue_access_token(principal, ttl), None, ttl, principal.tenant_id, list(principal.roles),
+                     principal.scope)

@@ -61,39 +61,61 @@ def _search_name(values: dict) -> dict:
     return {}
 
 
+def values_of(ev: StoredEvent) -> dict:
+    """The register columns an event sets: what its projector writes, and what ``replay`` folds
+    into a past version of the record (FHIR vread and history)."""
+    d = ev.data
+    stamp = {"updated_at": ev.recorded_at, "version": ev.version}
+    if ev.type == REGISTERED:
+        values = {**_plain_values(d), **_phi_values(ev.phi)}
+        return {"id": ev.stream_id, "tenant_id": ev.tenant_id, "mrn": d["mrn"], "global_id": d.get("global_id"),
+                "account_id": uuid.UUID(d["account_id"]) if d.get("account_id") else None,
+                "government_id_system": d.get("government_id_system"),
+                "government_id_hash": d.get("government_id_hash"),
+                "government_id_last4": d.get("government_id_last4"), "created_at": ev.recorded_at,
+                **stamp, **values, **_search_name(values)}
+    if ev.type == UPDATED:
+        values = {**_plain_values(d), **_phi_values(ev.phi)}
+        if "email" in values:
+            values["email_verified_at"] = None  # a new address has to be verified again
+        if "search_name" in (ev.phi or {}):
+            # A name change carries the whole folded name (sealed, it is PHI), so this needs no read.
+            values["search_name"] = ev.phi["search_name"]
+        return {**stamp, **values}
+    if ev.type == CONSENT_CHANGED:
+        kind = d["kind"]
+        if d["given"]:
+            return {**stamp, f"{kind}_consent_at": ev.recorded_at, f"{kind}_withdrawn_at": None}
+        return {**stamp, f"{kind}_withdrawn_at": ev.recorded_at}
+    if ev.type == MERGED:
+        return {**stamp, "merged_into": uuid.UUID(d["into"]), "merged_at": ev.recorded_at}
+    if ev.type == ERASED:
+        return {**stamp, **{f: None for f in PHI_FIELDS}, "account_id": None, "search_name": None,
+                "government_id_hash": None, "government_id_last4": None, "email_verified_at": None,
+                "erased_at": ev.recorded_at}
+    return stamp  # EMAIL_VERIFIED: conditional on the address, see its projector and replay
+
+
+def replay(stream: list[StoredEvent]) -> list[tuple[StoredEvent, dict]]:
+    """Each event of one patient's stream with the record as it stood right after it."""
+    state: dict = {c.name: None for c in patients.columns}
+    out = []
+    for ev in stream:
+        state = {**state, **values_of(ev)}
+        if ev.type == EMAIL_VERIFIED and state.get("email") == (ev.phi or {}).get("email"):
+            state["email_verified_at"] = ev.recorded_at
+        out.append((ev, state))
+    return out
+
+
 @projector(REGISTERED)
 async def _registered(session: AsyncSession, ev: StoredEvent) -> None:
-    d = ev.data
-    values = {**_plain_values(d), **_phi_values(ev.phi)}
-    await session.execute(insert(patients).values(
-        id=ev.stream_id, tenant_id=ev.tenant_id, mrn=d["mrn"], global_id=d.get("global_id"),
-        account_id=uuid.UUID(d["account_id"]) if d.get("account_id") else None,
-        government_id_system=d.get("government_id_system"), government_id_hash=d.get("government_id_hash"),
-        government_id_last4=d.get("government_id_last4"),
-        created_at=ev.recorded_at, updated_at=ev.recorded_at, version=ev.version, **values, **_search_name(values)))
+    await session.execute(insert(patients).values(**values_of(ev)))
 
 
-@projector(UPDATED)
-async def _updated(session: AsyncSession, ev: StoredEvent) -> None:
-    values = {**_plain_values(ev.data), **_phi_values(ev.phi)}
-    if "email" in values:
-        values["email_verified_at"] = None  # a new address has to be verified again
-    if "search_name" in (ev.phi or {}):
-        # A name change carries the whole folded name (sealed, it is PHI), so this needs no read.
-        values["search_name"] = ev.phi["search_name"]
-    await session.execute(patients.update().where(patients.c.id == ev.stream_id).values(
-        updated_at=ev.recorded_at, version=ev.version, **values))
-
-
-@projector(CONSENT_CHANGED)
-async def _consent_changed(session: AsyncSession, ev: StoredEvent) -> None:
-    kind = ev.data["kind"]
-    if ev.data["given"]:
-        values = {f"{kind}_consent_at": ev.recorded_at, f"{kind}_withdrawn_at": None}
-    else:
-        values = {f"{kind}_withdrawn_at": ev.recorded_at}
-    await session.execute(patients.update().where(patients.c.id == ev.stream_id).values(
-        updated_at=ev.recorded_at, version=ev.version, **values))
+@projector(UPDATED, CONSENT_CHANGED, MERGED, ERASED)
+async def _changed(session: AsyncSession, ev: StoredEvent) -> None:
+    await session.execute(patients.update().where(patients.c.id == ev.stream_id).values(**values_of(ev)))
 
 
 @projector(EMAIL_VERIFIED)
@@ -102,20 +124,4 @@ async def _email_verified(session: AsyncSession, ev: StoredEvent) -> None:
     email = (ev.phi or {}).get("email")
     await session.execute(patients.update().where(patients.c.id == ev.stream_id, patients.c.email == email).values(
         email_verified_at=ev.recorded_at))
-    await session.execute(patients.update().where(patients.c.id == ev.stream_id).values(
-        updated_at=ev.recorded_at, version=ev.version))
-
-
-@projector(MERGED)
-async def _merged(session: AsyncSession, ev: StoredEvent) -> None:
-    await session.execute(patients.update().where(patients.c.id == ev.stream_id).values(
-        merged_into=uuid.UUID(ev.data["into"]), merged_at=ev.recorded_at, updated_at=ev.recorded_at,
-        version=ev.version))
-
-
-@projector(ERASED)
-async def _erased(session: AsyncSession, ev: StoredEvent) -> None:
-    await session.execute(patients.update().where(patients.c.id == ev.stream_id).values(
-        **{f: None for f in PHI_FIELDS}, account_id=None, search_name=None, government_id_hash=None,
-        government_id_last4=None, email_verified_at=None,
-        erased_at=ev.recorded_at, updated_at=ev.recorded_at, version=ev.version))
+    await session.execute(patients.update().where(patients.c.id == ev.stream_id).values(**values_of(ev)))

@@ -10,12 +10,12 @@ from __future__ import annotations
 import re
 import secrets
 import uuid
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
-from sqlalchemy import Table, and_, func, literal_column, or_, select, text
+from sqlalchemy import Table, and_, false, func, literal_column, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from carebase.audit import service as audit
@@ -23,7 +23,7 @@ from carebase.patients import events as ev
 from carebase.patients.models import CONSENT_KINDS, patient_email_verifications, patients, patients_visible
 from carebase.platform import crypto, delivery, eventstore, realtime
 from carebase.platform.authz import Principal, require, require_tenant
-from carebase.platform.db import set_context
+from carebase.platform.db import set_context, within
 from carebase.platform.errors import Conflict, NotFound, ValidationFailed
 from carebase.platform.eventstore import NewEvent
 from carebase.platform.ids import new_id
@@ -321,6 +321,138 @@ async def search_patients(session: AsyncSession, principal: Principal, *, q: str
     await audit.record_reads(session, principal, patient_ids=[p.id for p in found], record_type="Patient",
                              purpose=audit.purpose_of(principal, purpose))
     return found
+
+
+DateBound = tuple[str, Any, Any]  # (FHIR prefix eq|ne|gt|lt|ge|le, start, end exclusive)
+SORTABLE = {"family": "family_name", "given": "given_name", "birthdate": "birth_date", "updated": "updated_at",
+            "gender": "gender"}
+
+
+@dataclass
+class Criteria:
+    """A structured patient search (the FHIR API's): every field narrows (AND); the values within
+    ``genders`` and ``ids`` are alternatives (OR). Name parts match as prefixes."""
+    ids: list[uuid.UUID] | None = None
+    names: list[str] = field(default_factory=list)  # any part of the name, accents and case ignored
+    families: list[str] = field(default_factory=list)
+    givens: list[str] = field(default_factory=list)
+    birth_dates: list[DateBound] = field(default_factory=list)
+    genders: list[str] | None = None
+    identifiers: list[str] = field(default_factory=list)  # MRN or global id
+    phones: list[str] = field(default_factory=list)
+    emails: list[str] = field(default_factory=list)
+    updated: list[DateBound] = field(default_factory=list)
+
+
+async def find_patients(session: AsyncSession, principal: Principal, criteria: Criteria, *,
+                        sort: list[tuple[str, bool]] = (), limit: int = 50, offset: int = 0,
+                        purpose: str | None = None) -> tuple[list[Patient], int]:
+    """One page of the patients matching ``criteria`` and how many match in all; merged and
+    erased records are left out. ``sort``: (a key of SORTABLE, descending) pairs."""
+    require(principal, "read:patients", "read:own_record")
+    tenant_id = require_tenant(principal)
+    t = patients_visible
+    conds = [t.c.tenant_id == tenant_id, t.c.erased_at.is_(None), t.c.merged_into.is_(None)]
+    if not principal.can("read:patients"):
+        conds.append(t.c.account_id == principal.account_id)  # a patient finds only themselves
+    if criteria.ids is not None:
+        conds.append(t.c.id.in_(criteria.ids))
+    for name in criteria.names:
+        words = _name_query(name)
+        if words:
+            conds.append(t.c.search_vector.op("@@")(func.to_tsquery(literal_column("'simple'"), words)))
+    conds += [func.lower(t.c.family_name).startswith(v.lower(), autoescape=True) for v in criteria.families]
+    conds += [func.lower(t.c.given_name).startswith(v.lower(), autoescape=True) for v in criteria.givens]
+    conds += [within(t.c.birth_date, *b) for b in criteria.birth_dates]
+    conds += [within(t.c.updated_at, *b) for b in criteria.updated]
+    if criteria.genders is not None:
+        conds.append(t.c.gender.in_(criteria.genders))
+    for ident in criteria.identifiers:
+        conds.append(or_(func.upper(t.c.mrn) == ident.upper(), t.c.global_id == ident.upper()))
+    for phone in criteria.phones:
+        digits = "".join(c for c in phone if c.isdigit())
+        conds.append(or_(t.c.phone == "+" + digits, t.c.phone.like(f"%{digits}")) if digits else false())
+    conds += [func.lower(t.c.email) == v.lower() for v in criteria.emails]
+    total = (await session.execute(select(func.count()).select_from(t).where(*conds))).scalar_one()
+    order = [getattr(t.c, SORTABLE[key]).desc() if desc else getattr(t.c, SORTABLE[key]) for key, desc in sort]
+    rows = (await session.execute(select(t).where(*conds).order_by(*order, t.c.family_name, t.c.given_name, t.c.id)
+                                  .limit(limit).offset(offset))).all()
+    found = [_patient(r) for r in rows]
+    await audit.record_reads(session, principal, patient_ids=[p.id for p in found], record_type="Patient",
+                             purpose=audit.purpose_of(principal, purpose))
+    return found, total
+
+
+async def export_patients(session: AsyncSession, principal: Principal, *, since: datetime | None = None,
+                          ids: list[uuid.UUID] | None = None, batch: int = 1000):
+    """Every active patient (or those of ``ids``), in batches by id, for a bulk export; each batch
+    is in the read audit (purpose: operations)."""
+    require(principal, "read:patients")
+    tenant_id = require_tenant(principal)
+    t = patients
+    after = uuid.UUID(int=0)
+    while True:
+        query = select(t).where(t.c.tenant_id == tenant_id, t.c.erased_at.is_(None), t.c.merged_into.is_(None),
+                                t.c.id > after)
+        if since is not None:
+            query = query.where(t.c.updated_at >= since)
+        if ids is not None:
+            query = query.where(t.c.id.in_(ids))
+        rows = (await session.execute(query.order_by(t.c.id).limit(batch))).all()
+        if not rows:
+            return
+        found = [_patient(r) for r in rows]
+        await audit.record_reads(session, principal, patient_ids=[p.id for p in found], record_type="Patient",
+                                 purpose="operations")
+        yield found
+        after = found[-1].id
+
+
+@dataclass
+class PatientVersion:
+    patient_id: uuid.UUID
+    version: int
+    at: datetime
+    change: str  # created | updated | deleted (erased)
+    patient: Patient | None  # None once erased: the sealed past cannot be opened any more
+
+
+async def versions(session: AsyncSession, principal: Principal, patient_id: uuid.UUID,
+                   purpose: str | None = None) -> list[PatientVersion]:
+    """Every version of one record, oldest first, rebuilt from its events (FHIR vread and history)."""
+    current = await get_patient(session, principal, patient_id, purpose)  # the same rules, audited
+    return _versions(await eventstore.load(session, current.id))
+
+
+def _versions(stream: list) -> list[PatientVersion]:
+    out = []
+    erased = any(e.type == ev.ERASED for e in stream)
+    for event, state in ev.replay(stream):
+        change = {ev.REGISTERED: "created", ev.ERASED: "deleted"}.get(event.type, "updated")
+        out.append(PatientVersion(event.stream_id, event.version, event.recorded_at, change,
+                                  None if erased else Patient(**{f: state[f] for f in _FIELDS})))
+    return out
+
+
+async def recent_versions(session: AsyncSession, principal: Principal, *, since: datetime | None = None,
+                          limit: int = 50, offset: int = 0) -> tuple[list[PatientVersion], int]:
+    """The register's change log, newest first (FHIR history of the Patient type)."""
+    require(principal, "read:patients")
+    tenant_id = require_tenant(principal)
+    conds = [eventstore.events.c.tenant_id == tenant_id, eventstore.events.c.stream_type == "patient"]
+    if since is not None:
+        conds.append(eventstore.events.c.recorded_at >= since)
+    e = eventstore.events
+    total = (await session.execute(select(func.count()).select_from(e).where(*conds))).scalar_one()
+    page = (await session.execute(select(e.c.stream_id, e.c.version).where(*conds)
+                                  .order_by(e.c.position.desc()).limit(limit).offset(offset))).all()
+    by_stream: dict[uuid.UUID, list[PatientVersion]] = {}
+    for stream_id in {r.stream_id for r in page}:
+        by_stream[stream_id] = _versions(await eventstore.load(session, stream_id))
+    out = [by_stream[r.stream_id][r.version - 1] for r in page]
+    await audit.record_reads(session, principal, patient_ids=list(by_stream), record_type="Patient",
+                             purpose=audit.purpose_of(principal, None))
+    return out, total
 
 
 async def _change(session: AsyncSession, patient: Patient, expected_version: int | None,

@@ -6,6 +6,7 @@ them with ``require``; routes declare them too, so the OpenAPI and the code say 
 
 from __future__ import annotations
 
+import re
 import uuid
 from dataclasses import dataclass, field
 
@@ -32,6 +33,9 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "pharmacist": frozenset({"read:own_inventory", "manage:own_inventory", "read:own_orders", "manage:own_orders",
                              "read:providers"}),
     "lab": frozenset({"read:lab_orders", "manage:lab_results", "read:providers"}),
+    # Not a person's role: what an organization's API key may do (its scope narrows it further).
+    "integration": frozenset({"read:patients", "write:patients", "read:charts", "write:charts", "read:providers",
+                              "ingest:hl7"}),
     "patient": frozenset({"read:own_record", "manage:own_profile", "read:pharmacies", "create:orders",
                           "read:own_orders", "read:providers", "book:own_appointments", "create:consultations",
                           "manage:own_wallet"}),
@@ -54,11 +58,14 @@ class Principal:
     # Second factor done in this session (staff with TOTP enrolled must have it).
     mfa: bool = False
     permissions: frozenset[str] = field(default=frozenset())
+    # SMART-on-FHIR scopes the token was narrowed to ("patient/*.read user/Patient.write"); None
+    # for an ordinary sign-in, which acts with the roles' full permissions.
+    scope: str | None = None
 
     @classmethod
     def of(cls, account_id: uuid.UUID, tenant_id: uuid.UUID | None, roles: tuple[str, ...] | list[str],
-           session_id: uuid.UUID | None = None, mfa: bool = False) -> Principal:
-        return cls(account_id, tenant_id, tuple(roles), session_id, mfa, permissions_for(roles))
+           session_id: uuid.UUID | None = None, mfa: bool = False, scope: str | None = None) -> Principal:
+        return cls(account_id, tenant_id, tuple(roles), session_id, mfa, permissions_for(roles), scope or None)
 
     def can(self, permission: str) -> bool:
         return "*" in self.permissions or permission in self.permissions
@@ -80,3 +87,54 @@ def require_tenant(principal: Principal) -> uuid.UUID:
         raise Forbidden("This needs an organization: sign in to one of your clinics or pharmacies first.",
                         code="no-tenant")
     return principal.tenant_id
+
+
+# -- SMART on FHIR scopes ----------------------------------------------------------------------
+# A token may be narrowed to SMART scopes, v1 (`patient/*.read`, `user/Patient.write`,
+# `system/*.*`) or v2 (`patient/Observation.rs`). The scope never adds to what the roles allow: the
+# domains still check permissions and compartments (a patient reads only their own record); the
+# scope takes away. A scoped token is for the FHIR API only (see web._principal).
+
+_SMART = re.compile(r"^(patient|user|system)/(\*|[A-Z][A-Za-z]{1,63})\.(read|write|\*|c?r?u?d?s?)$")
+# Scopes a SMART client may ask for that grant no data by themselves.
+SMART_CONTEXT_SCOPES = frozenset({"openid", "fhirUser", "profile", "offline_access", "online_access", "launch",
+                                  "launch/patient"})
+# Carebase's own scopes, for API keys: feeding HL7 v2 messages in.
+HL7_INGEST = "hl7:ingest"
+_V1_ACTIONS = {"read": "rs", "write": "cud", "*": "cruds"}
+
+
+@dataclass(frozen=True)
+class SmartScope:
+    context: str  # patient | user | system
+    resource: str  # a FHIR resource type or "*"
+    actions: str  # some of c r u d s
+
+    def grants(self, resource: str, action: str) -> bool:
+        return self.resource in ("*", resource) and action in self.actions
+
+
+def parse_smart_scopes(scope: str) -> tuple[list[SmartScope], list[str]]:
+    """The data scopes in a scope string, and the words that are neither those nor known context
+    scopes (``tenant:<slug>`` is Carebase's own way to pick an organization and is skipped)."""
+    found, unknown = [], []
+    for word in scope.split():
+        if word in SMART_CONTEXT_SCOPES or word == HL7_INGEST or word.startswith("tenant:"):
+            continue
+        m = _SMART.match(word)
+        if m is None or not m.group(3):
+            unknown.append(word)
+            continue
+        found.append(SmartScope(m.group(1), m.group(2), _V1_ACTIONS.get(m.group(3), m.group(3))))
+    return found, unknown
+
+
+def require_smart(principal: Principal, resource: str, action: str) -> None:
+    """Refuse a FHIR interaction the token's scopes do not cover (``action``: one of c r u d s)."""
+    if principal.scope is None:
+        return
+    scopes, _ = parse_smart_scopes(principal.scope)
+    if not any(s.grants(resource, action) for s in scopes):
+        verb = {"c": "create", "r": "read", "u": "update", "d": "delete", "s": "search"}[action]
+        raise Forbidden(f"This token's scopes ({principal.scope}) do not allow you to {verb} {resource}.",
+                        code="insufficient-scope", required=f"{resource}.{action}")

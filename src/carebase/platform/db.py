@@ -21,7 +21,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from psycopg import AsyncConnection, pq
-from sqlalchemy import MetaData, event
+from sqlalchemy import MetaData, and_, event, or_
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.util import await_only
@@ -165,3 +165,10 @@ class Database:
     async def dispose(self) -> None:
         await self.app_engine.dispose()
         await self.owner_engine.dispose()
+
+
+def within(column, prefix: str, start, end):
+    """``column`` against a range [start, end) the way a FHIR date search prefix reads it (eq: in
+    the range; gt: after it; le: not after it; ...). The FHIR API's searches use it."""
+    return {"eq": and_(column >= start, column < end), "ne": or_(column < start, column >= end),
+            "gt": column >= end, "lt": column < start, "ge": column >= start, "le": column < end}[prefix]

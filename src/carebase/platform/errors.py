@@ -57,6 +57,11 @@ class NotAuthenticated(DomainError):
         self.headers.setdefault("WWW-Authenticate", f'Bearer realm="carebase", error="{error}"')
 
 
+class Malformed(DomainError):
+    """400: the request cannot be read as meant (malformed JSON, a bad search value)."""
+    code, status, title = "malformed", 400, "Malformed request"
+
+
 class Forbidden(DomainError):
     code, status, title = "forbidden", 403, "Not allowed"
 
@@ -65,8 +70,20 @@ class NotFound(DomainError):
     code, status, title = "not-found", 404, "Not found"
 
 
+class NotSupported(DomainError):
+    code, status, title = "not-supported", 405, "Interaction not supported"
+
+
 class Conflict(DomainError):
     code, status, title = "conflict", 409, "Conflict with the current state"
+
+
+class Gone(DomainError):
+    code, status, title = "deleted", 410, "It was deleted"
+
+
+class PreconditionFailed(DomainError):
+    code, status, title = "precondition-failed", 412, "Precondition failed"
 
 
 class TooManyRequests(DomainError):

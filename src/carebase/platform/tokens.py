@@ -29,6 +29,8 @@ def issue_access_token(principal: Principal, ttl_seconds: int) -> str:
         "mfa": principal.mfa, "iat": now, "exp": now + timedelta(seconds=ttl_seconds),
         "jti": uuid.uuid4().hex,
     }
+    if principal.scope:
+        claims["scope"] = principal.scope
     return jwt.encode(claims, ring.signing_key, algorithm="EdDSA", headers={"kid": ring.key_id})
 
 
@@ -45,7 +47,7 @@ def decode_access_token(token: str) -> Principal:
     try:
         return Principal.of(
             uuid.UUID(c["sub"]), uuid.UUID(c["tid"]) if c.get("tid") else None, tuple(c.get("roles") or ()),
-            uuid.UUID(c["sid"]) if c.get("sid") else None, bool(c.get("mfa")),
+            uuid.UUID(c["sid"]) if c.get("sid") else None, bool(c.get("mfa")), c.get("scope"),
         )
     except (ValueError, TypeError) as exc:
         raise NotAuthenticated("The access token is not valid.", code="invalid-token") from exc

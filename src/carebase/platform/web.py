@@ -66,7 +66,32 @@ idempotency_keys = Table(
 )
 
 
-def problem_response(err: DomainError, instance: str | None = None) -> JSONResponse:
+ErrorRenderer = Callable[[DomainError], Response]
+# Path prefix -> how refusals under it are written (the FHIR API answers with OperationOutcome).
+_error_renderers: dict[str, ErrorRenderer] = {}
+# Path prefixes whose routes enforce SMART scopes themselves; a scoped token works only there.
+_scoped_prefixes: list[str] = []
+
+
+def add_error_renderer(prefix: str, renderer: ErrorRenderer) -> None:
+    _error_renderers[prefix] = renderer
+
+
+def accept_scoped_tokens(prefix: str) -> None:
+    _scoped_prefixes.append(prefix)
+
+
+def takes_raw_body(endpoint: _T) -> _T:
+    """Mark a route that reads its body itself (the FHIR API parses resources with fhir.resources),
+    so the app-wide check for unexpected bodies leaves it alone."""
+    endpoint.takes_raw_body = True
+    return endpoint
+
+
+def problem_response(err: DomainError, instance: str | None = None) -> Response:
+    for prefix, render in _error_renderers.items():
+        if instance and instance.startswith(prefix):
+            return render(err)
     body = err.problem(instance)
     body["request_id"] = context.get().request_id
     return JSONResponse(body, status_code=err.status, headers=err.headers, media_type=PROBLEM_JSON)
@@ -187,7 +212,7 @@ class RequestMiddleware:
 
         length = _header(scope, b"content-length")
         if length and length.isdigit() and int(length) > self.max_body:
-            return await self._send_problem(send_plain, PayloadTooLarge(
+            return await self._send_problem(send_plain, scope["path"], PayloadTooLarge(
                 f"The request body is larger than {self.max_body} bytes."))
         receive = _limited(receive, self.max_body)  # chunked bodies have no Content-Length to check
 
@@ -195,17 +220,17 @@ class RequestMiddleware:
         if idem is not None:
             body = await _read_body(receive, self.max_body)
             if body is None:
-                return await self._send_problem(send_plain, PayloadTooLarge(
+                return await self._send_problem(send_plain, scope["path"], PayloadTooLarge(
                     f"The request body is larger than {self.max_body} bytes."))
             if not idem or len(idem) > 255:
-                return await self._send_problem(send_plain, ValidationFailed(
+                return await self._send_problem(send_plain, scope["path"], ValidationFailed(
                     "Idempotency-Key must be 1 to 255 characters.", code="bad-idempotency-key"))
             receive = _replay(body)
             replay = await self._claim(rscope, scope, idem, body)
             if replay is not None:
                 await rscope.finish(commit=False)
                 if isinstance(replay, DomainError):
-                    return await self._send_problem(send_plain, replay)
+                    return await self._send_problem(send_plain, scope["path"], replay)
                 status, headers, content = replay
                 await send_plain({"type": "http.response.start", "status": status,
                                   "headers": [(k.encode(), v.encode()) for k, v in headers] +
@@ -252,7 +277,7 @@ class RequestMiddleware:
                 raise
             # Rendered here rather than by Starlette's outermost handler, so the 500 still carries
             # the request id a person can quote to the operator.
-            return await self._send_problem(send_plain, unexpected_error(exc))
+            return await self._send_problem(send_plain, scope["path"], unexpected_error(exc))
         except BaseException:
             await rscope.finish(commit=False)
             raise
@@ -260,8 +285,8 @@ class RequestMiddleware:
             # The app finished without a response body (or streamed before opening a session).
             await rscope.finish(commit=False)
 
-    async def _send_problem(self, send, err: DomainError) -> None:
-        resp = problem_response(err)
+    async def _send_problem(self, send, path: str, err: DomainError) -> None:
+        resp = problem_response(err, path)
         await send({"type": "http.response.start", "status": resp.status_code, "headers": resp.raw_headers})
         await send({"type": "http.response.body", "body": resp.body})
 
@@ -429,6 +454,8 @@ async def reject_unexpected_body(request: HTTPConnection) -> None:
     route = request.scope.get("route")
     if route is None or getattr(route, "body_field", None) is not None:
         return
+    if getattr(getattr(route, "endpoint", None), "takes_raw_body", False):
+        return
     body = (await request.body()).strip()
     if body and body not in (b"{}", b"null"):
         raise ValidationFailed("This endpoint takes no request body; send none.", code="unexpected-body")
@@ -502,6 +529,9 @@ async def _principal(request: Request) -> Principal:
         if not expected or not sent or not hmac.compare_digest(expected, sent):
             raise Forbidden("Missing or wrong CSRF token: reload the page and try again.", code="csrf-failed")
     principal = rscope.decoded or tokens.decode_access_token(token)
+    if principal.scope is not None and not any(request.url.path.startswith(p) for p in _scoped_prefixes):
+        raise Forbidden("This token is narrowed to SMART scopes and works only on the FHIR API (/fhir/R4); "
+                        "sign in without a scope for the JSON API.", code="scoped-token")
     session = await rscope.open()
     await set_context(session, principal.tenant_id, principal.account_id)
     for check in _session_validators:

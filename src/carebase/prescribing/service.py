@@ -277,6 +277,20 @@ async def mine(session: AsyncSession, principal: Principal) -> list[Prescription
     return [_prescription(r, withhold=_unsigned_for_patient(r)) for r in rows]
 
 
+async def of_patient(session: AsyncSession, principal: Principal, patient_id: uuid.UUID | None) -> list[Prescription]:
+    """One patient's prescriptions, newest first: every one for a physician (audited), the decided
+    ones for the patient themselves (``patient_id`` None: the caller's own)."""
+    require(principal, "manage:prescriptions", "read:own_record")
+    if principal.can("manage:prescriptions") and patient_id is not None:
+        patient = await patients.get_patient(session, principal, patient_id)
+        rows = (await session.execute(select(prescriptions).where(
+            prescriptions.c.patient_id.in_(await patients.record_ids(session, patient)))
+            .order_by(prescriptions.c.created_at.desc()))).all()
+        await _audit(session, principal, [patient.id], None)
+        return [_prescription(r) for r in rows]
+    return [p for p in await mine(session, principal) if patient_id is None or p.patient_id == patient_id]
+
+
 def _must_be_draft(row) -> None:
     if row.status != "draft":
         raise Conflict(f"This prescription is already {row.status}.", code="prescription-decided",

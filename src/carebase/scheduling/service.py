@@ -163,6 +163,19 @@ async def get_availability(session: AsyncSession, principal: Principal, provider
     return [Window(r.weekday, r.starts, r.ends, r.slot_minutes) for r in rows]
 
 
+async def schedules(session: AsyncSession, principal: Principal,
+                    provider_id: uuid.UUID | None = None) -> list[tuple[uuid.UUID, uuid.UUID]]:
+    """Each (provider, location) that has weekly hours: the calendars patients can book from."""
+    require(principal, "read:providers")
+    tenant_id = require_tenant(principal)
+    query = select(availability.c.provider_id, availability.c.location_id).where(
+        availability.c.tenant_id == tenant_id).distinct()
+    if provider_id is not None:
+        query = query.where(availability.c.provider_id == provider_id)
+    return [(r[0], r[1]) for r in (await session.execute(query.order_by(availability.c.provider_id,
+                                                                        availability.c.location_id))).all()]
+
+
 async def add_exception(session: AsyncSession, principal: Principal, provider_id: uuid.UUID, *,
                         starts_at: datetime, ends_at: datetime, reason: str) -> uuid.UUID:
     """Leave, a holiday, a training day: no slots are offered in it (booked visits stay)."""

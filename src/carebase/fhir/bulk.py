@@ -1,0 +1,227 @@
+"""Bulk Data Access ($export): the asynchronous request pattern of the HL7 Bulk Data IG.
+
+A kick-off (system, Patient or Group level) records the request and queues the job
+``fhir.export``; the client polls the status URL (202 with X-Progress while it runs, then 200 with
+the manifest) and downloads one NDJSON file per resource type, with the same token. The job acts
+with the requester's own rights and scope, reads through the domains' services (every batch in
+the read audit) and writes the files to the configured storage.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from carebase.encounters import service as encounters
+from carebase.fhir.base import BASE_PATH, Ctx, date_range
+from carebase.fhir.clinical import allergies, conditions, encounter, medication_statements, observations, procedures
+from carebase.fhir.directory import location, organization, practitioner
+from carebase.fhir.models import fhir_exports
+from carebase.fhir.patient import to_fhir as patient_resource
+from carebase.fhir.privacy import consents
+from carebase.patients import service as patients
+from carebase.platform import jobs
+from carebase.platform.authz import Principal, require_tenant
+from carebase.platform.db import Database
+from carebase.platform.errors import Conflict, Malformed, NotFound
+from carebase.platform.ids import new_id
+from carebase.platform.logging import get_logger
+from carebase.platform.storage import storage
+from carebase.providers import service as providers
+from carebase.settings import get_settings
+from carebase.tenants import service as tenants
+
+log = get_logger("carebase.fhir.bulk")
+
+NDJSON = "application/fhir+ndjson"
+# What each level exports by default (the patient compartment, and the directory at system level).
+FROM_ENCOUNTERS = {"Encounter": lambda e: [encounter(e)], "Condition": conditions, "Observation": observations,
+                   "Procedure": procedures, "AllergyIntolerance": allergies,
+                   "MedicationStatement": medication_statements}
+PATIENT_TYPES = ["Patient", *FROM_ENCOUNTERS, "Consent"]
+SYSTEM_TYPES = [*PATIENT_TYPES, "Practitioner", "Organization", "Location"]
+
+
+def _types(level: str, requested: str | None) -> list[str]:
+    allowed = SYSTEM_TYPES if level == "system" else PATIENT_TYPES
+    if not requested:
+        return list(allowed)
+    wanted = [t.strip() for t in requested.split(",") if t.strip()]
+    unknown = [t for t in wanted if t not in allowed]
+    if unknown:
+        raise Malformed(f"_type: {', '.join(unknown)} cannot be exported at {level} level; choose from "
+                        f"{', '.join(allowed)}.", code="bad-export-type")
+    return list(dict.fromkeys(wanted))
+
+
+async def kick_off(ctx: Ctx, *, level: str, group_id: uuid.UUID | None, params: dict[str, str],
+                   request_url: str) -> uuid.UUID:
+    p = ctx.principal
+    tenant_id = require_tenant(p)
+    fmt = params.get("_outputFormat")
+    if fmt and fmt not in (NDJSON, "application/ndjson", "ndjson"):
+        raise Malformed("_outputFormat: only application/fhir+ndjson is written.", code="bad-output-format")
+    types = _types(level, params.get("_type"))
+    for kind in types:
+        ctx.allow(kind, "r")
+    since = date_range(params["_since"], "_since")[1] if params.get("_since") else None
+    if group_id is not None:
+        await providers.get_provider(ctx.session, p, group_id)  # the Group is a practitioner's panel
+    export_id = new_id()
+    await ctx.session.execute(insert(fhir_exports).values(
+        id=export_id, tenant_id=tenant_id, account_id=p.account_id, roles=",".join(p.roles), scope=p.scope,
+        request_url=request_url, level=level, group_id=group_id, types=types, since=since, status="queued",
+        output=[], created_at=datetime.now(UTC)))
+    await jobs.defer(ctx.session, "fhir.export", export_id=str(export_id), tenant_id=str(tenant_id))
+    return export_id
+
+
+async def _row(session: AsyncSession, principal: Principal, export_id: uuid.UUID):
+    r = (await session.execute(select(fhir_exports).where(
+        fhir_exports.c.id == export_id, fhir_exports.c.tenant_id == require_tenant(principal)))).first()
+    # Only the requester follows their export: the files hold what their rights let them see.
+    if r is None or r.account_id != principal.account_id:
+        raise NotFound("No such export.", code="export-not-found")
+    return r
+
+
+async def status(ctx: Ctx, export_id: uuid.UUID) -> tuple[int, dict[str, str], dict[str, Any] | None]:
+    """(HTTP status, headers, body): 202 with X-Progress while it runs, 200 with the manifest."""
+    r = await _row(ctx.session, ctx.principal, export_id)
+    if r.status in ("queued", "running"):
+        return 202, {"X-Progress": r.progress or r.status, "Retry-After": "2"}, None
+    if r.status == "cancelled":
+        raise NotFound("This export was cancelled.", code="export-cancelled")
+    if r.status == "failed":
+        raise Conflict(f"The export failed: {r.error}", code="export-failed")
+    base = f"{ctx.base_url}{BASE_PATH}/$export-file/{r.id}"
+    return 200, {"Expires": ""}, {
+        "transactionTime": r.transaction_time.isoformat(), "request": r.request_url, "requiresAccessToken": True,
+        "output": [{"type": o["type"], "url": f"{base}/{o['file']}", "count": o["count"]} for o in r.output],
+        "error": []}
+
+
+async def cancel(ctx: Ctx, export_id: uuid.UUID) -> None:
+    r = await _row(ctx.session, ctx.principal, export_id)
+    if r.status in ("done", "failed", "cancelled"):
+        raise NotFound("This export is not running.", code="export-not-running")
+    await ctx.session.execute(fhir_exports.update().where(fhir_exports.c.id == r.id).values(status="cancelled"))
+
+
+def _key(r, file: str) -> str:
+    return f"exports/{r.tenant_id}/{r.id}/{file}"
+
+
+async def download(ctx: Ctx, export_id: uuid.UUID, file: str) -> bytes:
+    r = await _row(ctx.session, ctx.principal, export_id)
+    if r.status != "done" or file not in {o["file"] for o in r.output}:
+        raise NotFound("No such file in this export.", code="export-file-not-found")
+    return await storage(get_settings()).get(_key(r, file))
+
+
+# -- the job -----------------------------------------------------------------------------------------
+
+
+class _Cancelled(Exception):
+    pass
+
+
+async def _set(db: Database, tenant_id: uuid.UUID, export_id: uuid.UUID, **values) -> None:
+    async with db.transaction(tenant_id, None) as session:
+        current = (await session.execute(select(fhir_exports.c.status).where(fhir_exports.c.id == export_id)
+                                         .with_for_update())).scalar_one()
+        if current == "cancelled":
+            raise _Cancelled
+        await session.execute(fhir_exports.update().where(fhir_exports.c.id == export_id).values(**values))
+
+
+def _lines(resources: list[dict[str, Any]]) -> bytes:
+    return b"".join(json.dumps(r, ensure_ascii=False, separators=(",", ":")).encode() + b"\n" for r in resources)
+
+
+@jobs.job("fhir.export")
+async def run_export(db: Database, export_id: str, tenant_id: str) -> None:
+    """Write each requested type to its NDJSON file. Safe to run twice: it starts over."""
+    tid, eid = uuid.UUID(tenant_id), uuid.UUID(export_id)
+    async with db.transaction(tid, None) as session:
+        r = (await session.execute(select(fhir_exports).where(fhir_exports.c.id == eid))).first()
+    if r is None or r.status in ("done", "cancelled"):
+        return
+    principal = Principal.of(r.account_id, tid, r.roles.split(","), scope=r.scope)
+    started = datetime.now(UTC)
+    try:
+        await _set(db, tid, eid, status="running", progress="starting", transaction_time=started)
+        files: dict[str, list[bytes]] = {t: [] for t in r.types}
+        counts = {t: 0 for t in r.types}
+        total = 0
+        async with db.transaction(tid, r.account_id) as session:
+            ids = None
+            if r.level == "group":
+                ids = await encounters.patients_seen_by(session, principal, r.group_id)
+            if "Patient" in counts or "Consent" in counts:
+                async for batch in patients.export_patients(session, principal, since=r.since, ids=ids):
+                    for name, build in (("Patient", lambda p: [patient_resource(p)]), ("Consent", consents)):
+                        if name in counts:
+                            out = [x for p in batch for x in build(p)]
+                            files[name].append(_lines(out))
+                            counts[name] += len(out)
+                            total += len(out)
+            wanted = [t for t in FROM_ENCOUNTERS if t in counts]
+            if wanted:
+                async for batch in encounters.export_encounters(session, principal, since=r.since, patient_ids=ids):
+                    for name in wanted:
+                        out = [x for e in batch for x in FROM_ENCOUNTERS[name](e)]
+                        files[name].append(_lines(out))
+                        counts[name] += len(out)
+                        total += len(out)
+                    await _set(db, tid, eid, progress=f"{total} resources written")
+            if r.level == "system":
+                directory = {"Organization": lambda: _one(tenants.current_tenant(session, principal), organization),
+                             "Location": lambda: _many(tenants.list_locations(session, principal), location),
+                             "Practitioner": lambda: _providers(session, principal)}
+                for name, fetch in directory.items():
+                    if name in counts:
+                        out = await fetch()
+                        files[name].append(_lines(out))
+                        counts[name] += len(out)
+                        total += len(out)
+        store = storage(get_settings())
+        output = []
+        for name in r.types:
+            if counts[name]:
+                file = f"{name}.ndjson"
+                await store.put(_key(r, file), b"".join(files[name]), NDJSON)
+                output.append({"type": name, "file": file, "count": counts[name]})
+        await _set(db, tid, eid, status="done", output=output, rows=total, progress=f"{total} resources written",
+                   completed_at=datetime.now(UTC))
+        log.info("fhir_export_done", export_id=export_id, rows=total)
+    except _Cancelled:
+        log.info("fhir_export_cancelled", export_id=export_id)
+    except Exception as exc:
+        await _set(db, tid, eid, status="failed", error=type(exc).__name__, completed_at=datetime.now(UTC))
+        raise
+
+
+async def _one(coro, build) -> list[dict[str, Any]]:
+    return [build(await coro)]
+
+
+async def _many(coro, build) -> list[dict[str, Any]]:
+    return [build(x) for x in await coro]
+
+
+async def _providers(session: AsyncSession, principal: Principal) -> list[dict[str, Any]]:
+    out, cursor = [], None
+    while True:
+        page = await providers.search_providers(session, principal, limit=providers.MAX_PAGE, cursor=cursor)
+        out += [practitioner(p) for p in page.items]
+        cursor = page.next_cursor
+        if cursor is None:
+            return out
+

@@ -1,0 +1,99 @@
+"""Bulk Data $export: kick-off (system, Patient and Group level), status polling, NDJSON files
+with the requester's token, _type and _since, cancellation, and nobody else following it."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from fhir.resources.R4B import get_fhir_model_class
+
+from tests.conftest import WorkerProcess, bearer, login
+from tests.fhir.test_fhir_patient import assert_outcome
+
+FHIR = "/fhir/R4"
+ASYNC = {"Prefer": "respond-async", "Accept": "application/fhir+json"}
+
+
+@pytest.fixture(scope="module")
+def worker(backend):
+    w = WorkerProcess(backend)
+    yield w
+    w.stop()
+
+
+def _finish(client, token, status_url: str, timeout: float = 120) -> dict:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        r = client.get(status_url, headers=bearer(token))
+        if r.status_code == 200:
+            return r.json()
+        assert r.status_code == 202, r.text
+        assert r.headers["x-progress"]
+        time.sleep(0.3)
+    raise AssertionError("the export did not finish")
+
+
+def _ndjson(client, token, url: str) -> list[dict]:
+    r = client.get(url, headers=bearer(token))
+    assert r.status_code == 200 and r.headers["content-type"].startswith("application/fhir+ndjson")
+    return [json.loads(line) for line in r.text.splitlines() if line]
+
+
+def test_system_export_writes_ndjson_per_type(client, worker):
+    admin = login(client, "admin@demo.carebase.local")
+    r = client.get(f"{FHIR}/$export", headers={**bearer(admin), **ASYNC})
+    assert r.status_code == 202, r.text
+    manifest = _finish(client, admin, r.headers["content-location"])
+    assert manifest["requiresAccessToken"] is True and manifest["transactionTime"]
+    by_type = {o["type"]: o for o in manifest["output"]}
+    assert {"Patient", "Encounter", "Condition", "Observation", "Practitioner", "Organization"} <= set(by_type)
+    for kind in ("Patient", "Encounter", "Practitioner"):
+        rows = _ndjson(client, admin, by_type[kind]["url"])
+        assert len(rows) == by_type[kind]["count"] > 0
+        for row in rows[:50]:
+            assert row["resourceType"] == kind
+            get_fhir_model_class(kind).model_validate(row)
+    # The files are the requester's: another account (even an admin elsewhere) cannot follow or fetch.
+    other = login(client, "admin@demo2.carebase.local")
+    assert_outcome(client.get(r.headers["content-location"], headers=bearer(other)), 404)
+    assert_outcome(client.get(by_type["Patient"]["url"], headers=bearer(other)), 404)
+    assert client.get(by_type["Patient"]["url"]).status_code == 401
+
+
+def test_patient_and_group_level_with_type_and_since(client, worker, owner):
+    doctor = login(client, "doctor@demo.carebase.local")
+    r = client.get(f"{FHIR}/Patient/$export", params={"_type": "Patient,Observation", "_since": "2000-01-01"},
+                   headers={**bearer(doctor), **ASYNC})
+    assert r.status_code == 202, r.text
+    manifest = _finish(client, doctor, r.headers["content-location"])
+    assert {o["type"] for o in manifest["output"]} <= {"Patient", "Observation"}
+    # A practitioner's panel: only the patients they have seen.
+    provider = owner.execute("SELECT p.id FROM providers p JOIN tenants t ON t.id = p.tenant_id "
+                             "WHERE t.slug = 'demo' AND p.npi = '1047293117'").fetchone()[0]
+    group = client.get(f"{FHIR}/Group/{provider}", headers=bearer(doctor)).json()
+    assert group["type"] == "person" and group["quantity"] == len(group["member"]) > 0
+    r = client.get(f"{FHIR}/Group/{provider}/$export", params={"_type": "Patient"},
+                   headers={**bearer(doctor), **ASYNC})
+    manifest = _finish(client, doctor, r.headers["content-location"])
+    (out,) = manifest["output"]
+    exported = {p["id"] for p in _ndjson(client, doctor, out["url"])}
+    assert exported == {m["entity"]["reference"].split("/")[1] for m in group["member"]}
+
+
+def test_kick_off_refusals_and_cancel(client, worker):
+    doctor = login(client, "doctor@demo.carebase.local")
+    assert_outcome(client.get(f"{FHIR}/$export", headers=bearer(doctor)), 400, "prefer-async")
+    assert_outcome(client.get(f"{FHIR}/$export", params={"_type": "Spaceship"}, headers={**bearer(doctor), **ASYNC}),
+                   400, "bad-export-type")
+    assert_outcome(client.get(f"{FHIR}/$export", params={"_outputFormat": "text/csv"},
+                              headers={**bearer(doctor), **ASYNC}), 400, "bad-output-format")
+    reader = login(client, "doctor@demo.carebase.local", scope="user/Patient.read")
+    assert_outcome(client.get(f"{FHIR}/Patient/$export", headers={**bearer(reader), **ASYNC}), 403)
+    worker.stop()  # nothing runs it now: it stays queued until cancelled
+    r = client.get(f"{FHIR}/Patient/$export", headers={**bearer(doctor), **ASYNC})
+    status = r.headers["content-location"]
+    assert client.get(status, headers=bearer(doctor)).status_code == 202
+    assert client.delete(status, headers=bearer(doctor)).status_code == 202
+    assert_outcome(client.get(status, headers=bearer(doctor)), 404, "export-cancelled")
