@@ -30,6 +30,10 @@ from carebase.scheduling import service as _scheduling_jobs  # noqa: F401  (the 
 from carebase.tenants import events as _tenants_events  # noqa: F401
 
 ROUTERS = (
+    # First: FastAPI tries routes in order, and a FHIR path would otherwise walk past every route
+    # of the JSON API before it matched (a few milliseconds per request); no JSON API path starts
+    # with /fhir, and the facade's two /api/v1 routes are the record exports, which nothing else takes.
+    "carebase.fhir.routes",
     "carebase.identity.routes",
     "carebase.tenants.routes",
     "carebase.patients.routes",
@@ -57,7 +61,6 @@ ROUTERS = (
     "carebase.ops.routes",
     "carebase.streams.routes",
     "carebase.streams.files",
-    "carebase.fhir.routes",
     "carebase.hl7v2.routes",
     "carebase.hl7v2.pages",
     "carebase.portal.pages",

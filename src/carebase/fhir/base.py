@@ -8,9 +8,11 @@ server advertises is what it does.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, ClassVar
@@ -91,6 +93,52 @@ def validate(resource: dict[str, Any]) -> dict[str, Any]:
         raise invalid(f"{kind}: {where or 'resource'}: {first.get('msg', 'invalid')}",
                       f"{kind}.{where}" if where else kind) from None
     return resource
+
+
+# Digests of resource representations this process has validated: the same bytes are the same
+# resource, so a hot resource (a patient read a hundred times) is checked once, not a hundred.
+_VALIDATED: OrderedDict[bytes, None] = OrderedDict()
+_VALIDATED_MAX = 100_000
+
+
+def _encode(value: Any) -> bytes:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def _validated(resource: dict[str, Any]) -> bytes:
+    """The resource's JSON, once ``validate`` has passed it (now, or an identical one before)."""
+    encoded = _encode(resource)
+    digest = hashlib.blake2b(encoded, digest_size=16).digest()
+    if digest in _VALIDATED:
+        _VALIDATED.move_to_end(digest)
+        return encoded
+    validate(resource)
+    _VALIDATED[digest] = None
+    if len(_VALIDATED) > _VALIDATED_MAX:
+        _VALIDATED.popitem(last=False)
+    return encoded
+
+
+def checked(body: dict[str, Any]) -> bytes:
+    """The response body as JSON, once every resource in it has passed ``validate`` (in this
+    response or an identical one before): a Bundle's entries one by one, each encoded once, then
+    its envelope."""
+    entries = body.get("entry") if body.get("resourceType") == "Bundle" else None
+    if entries == []:
+        body, entries = {k: v for k, v in body.items() if k != "entry"}, None  # FHIR has no empty arrays
+    if not isinstance(entries, list):
+        return _validated(body)
+    validate({**body, "entry": [{k: v for k, v in e.items() if k != "resource"} for e in entries]})
+    parts = []
+    for entry in entries:
+        rest = {k: v for k, v in entry.items() if k != "resource"}
+        if isinstance(entry.get("resource"), dict):
+            head = _encode(rest)[:-1]
+            parts.append(head + (b"," if len(head) > 1 else b"") + b'"resource":' + _validated(entry["resource"]) + b"}")
+        else:
+            parts.append(_encode(rest))
+    envelope = _encode({k: v for k, v in body.items() if k != "entry"})
+    return envelope[:-1] + b',"entry":[' + b",".join(parts) + b"]}"
 
 
 def parse_body(raw: bytes, expected_type: str | None = None) -> dict[str, Any]:
@@ -264,6 +312,9 @@ class Query:
     include: list[str] = field(default_factory=list)
     revinclude: list[str] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)
+    # _total=accurate: count every match even when that costs (by default the total comes where
+    # it is free: the last page, or types whose matches are gathered in memory anyway)
+    count_all: bool = False
 
     def one(self, name: str) -> str | None:
         values = self.params.get(name)

@@ -456,9 +456,9 @@ class GroupResource(Resource):
         doctor = await providers.get_provider(ctx.session, ctx.principal, provider_id)
         seen = await encounters.patients_seen_by(ctx.session, ctx.principal, provider_id)
         # The current records only: a merged record's patient is there under the kept one.
-        active, _ = await patients.find_patients(ctx.session, ctx.principal, patients.Criteria(ids=seen),
-                                                 limit=max(1, len(seen)))
-        members = sorted(p.id for p in active)
+        active = await patients.find_patients(ctx.session, ctx.principal, patients.Criteria(ids=seen),
+                                              limit=max(1, len(seen)))
+        members = sorted(p.id for p in active.patients)
         return strip_empty({
             "resourceType": "Group", "id": rid, "type": "person", "actual": True,
             "name": f"Patients of {doctor.display_name}", "quantity": len(members),

@@ -39,36 +39,51 @@ _GENDER_IN = {v: k for k, v in _GENDER.items()}
 
 
 def to_fhir(p: patients.Patient) -> dict[str, Any]:
+    # Built without empty elements in the first place (no strip_empty): the hot path of every
+    # patient search.
     if p.erased_at is not None:
         raise Gone("This patient's data was erased.", code="patient-erased")
-    out: dict[str, Any] = {
-        "resourceType": "Patient", "id": str(p.id), "meta": meta(p.version, p.updated_at),
-        "identifier": [
-            {"use": "official", "system": GLOBAL_ID, "value": p.global_id} if p.global_id else None,
-            {"use": "usual", "system": mrn_system(p.tenant_id), "value": p.mrn,
-             "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "MR",
-                                  "display": "Medical record number"}]}},
-        ],
-        "active": p.merged_into is None,
-        "name": [{"use": "official", "text": " ".join(x for x in (p.given_name, p.family_name) if x),
-                  "family": p.family_name, "given": (p.given_name or "").split()}],
-        "telecom": [{"system": "phone", "value": p.phone, "use": "mobile"} if p.phone else None,
-                    {"system": "email", "value": p.email} if p.email else None],
-        "gender": _GENDER.get(p.gender, "unknown"),
-        "birthDate": p.birth_date.isoformat() if p.birth_date else None,
-        "address": [{"country": p.country}] if p.country else None,
-        "communication": [{"language": {"coding": [{"system": "urn:ietf:bcp:47", "code": p.preferred_language}],
-                                        "text": p.preferred_language},
-                           "preferred": True}] if p.preferred_language else None,
-        "managingOrganization": ref("Organization", p.tenant_id),
-        "contact": [{
+    identifiers = [{"use": "official", "system": GLOBAL_ID, "value": p.global_id}] if p.global_id else []
+    identifiers.append({"use": "usual", "system": mrn_system(p.tenant_id), "value": p.mrn, "type": _MR})
+    name: dict[str, Any] = {"use": "official"}
+    text = " ".join(x for x in (p.given_name, p.family_name) if x)
+    if text:
+        name["text"] = text
+    if p.family_name:
+        name["family"] = p.family_name
+    if p.given_name and p.given_name.split():
+        name["given"] = p.given_name.split()
+    out: dict[str, Any] = {"resourceType": "Patient", "id": str(p.id), "meta": meta(p.version, p.updated_at),
+                           "identifier": identifiers, "active": p.merged_into is None, "name": [name]}
+    telecom = []
+    if p.phone:
+        telecom.append({"system": "phone", "value": p.phone, "use": "mobile"})
+    if p.email:
+        telecom.append({"system": "email", "value": p.email})
+    if telecom:
+        out["telecom"] = telecom
+    out["gender"] = _GENDER.get(p.gender, "unknown")
+    if p.birth_date:
+        out["birthDate"] = p.birth_date.isoformat()
+    if p.country:
+        out["address"] = [{"country": p.country}]
+    if p.preferred_language:
+        out["communication"] = [{"language": {"coding": [{"system": "urn:ietf:bcp:47", "code": p.preferred_language}],
+                                              "text": p.preferred_language}, "preferred": True}]
+    if p.emergency_contact_name or p.emergency_contact_phone:
+        out["contact"] = [strip_empty({
             "relationship": [{"text": p.emergency_contact_relationship}] if p.emergency_contact_relationship else None,
             "name": {"text": p.emergency_contact_name} if p.emergency_contact_name else None,
             "telecom": [{"system": "phone", "value": p.emergency_contact_phone}] if p.emergency_contact_phone else None,
-        }] if p.emergency_contact_name or p.emergency_contact_phone else None,
-        "link": [{"other": ref("Patient", p.merged_into), "type": "replaced-by"}] if p.merged_into else None,
-    }
-    return strip_empty(out)
+        })]
+    out["managingOrganization"] = ref("Organization", p.tenant_id)
+    if p.merged_into:
+        out["link"] = [{"other": ref("Patient", p.merged_into), "type": "replaced-by"}]
+    return out
+
+
+_MR = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "MR",
+                   "display": "Medical record number"}]}
 
 
 def _first(items: list[dict] | None, **match: Any) -> dict | None:
@@ -178,10 +193,10 @@ class PatientResource(Resource):
 
     async def search(self, ctx: Ctx, q: Query) -> Page:
         ctx.allow("Patient", "s")
-        found, total = await patients.find_patients(
+        page = await patients.find_patients(
             ctx.session, ctx.principal, _criteria(q, ctx.principal.tenant_id), sort=[(_SORT[k], d) for k, d in q.sort],
-            limit=q.count, offset=q.offset)
-        return Page([to_fhir(p) for p in found], total)
+            limit=q.count, offset=q.offset, count=q.count_all)
+        return Page([to_fhir(p) for p in page.patients], page.total, page.more)
 
     async def _versions(self, ctx: Ctx, rid: str) -> list[patients.PatientVersion]:
         ctx.allow("Patient", "r")

@@ -30,7 +30,12 @@ COMMON = ("_count", "_offset", "_sort", "_lastUpdated", "_include", "_revinclude
 def parse_query(kind, items: list[tuple[str, str]], strict: bool) -> Query:
     q = Query(params={})
     for name, value in items:
-        if name in ("_format", "_pretty", "_total"):
+        if name in ("_format", "_pretty"):
+            continue
+        if name == "_total":
+            if value not in ("none", "estimate", "accurate"):
+                raise Malformed("_total is none, estimate or accurate.", code="bad-total")
+            q.count_all = value != "none"
             continue
         if name == "_count" or name == "_offset":
             try:
@@ -150,7 +155,7 @@ async def run_search(ctx: Ctx, type: str, items: list[tuple[str, str]], strict: 
 
 
 async def _count_only(ctx: Ctx, kind, q: Query) -> Page:
-    q.count = 1
+    q.count, q.count_all = 1, True
     page = await kind.search(ctx, q)
     return Page([], page.total)
 

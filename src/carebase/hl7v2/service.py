@@ -232,9 +232,9 @@ def demographics(message) -> dict[str, Any]:
 
 
 async def _find_patient(session: AsyncSession, principal: Principal, mrn: str) -> patients.Patient | None:
-    found, _ = await patients.find_patients(session, principal, patients.Criteria(identifiers=[mrn]), limit=2,
-                                            purpose="operations")
-    return found[0] if found else None
+    found = await patients.find_patients(session, principal, patients.Criteria(identifiers=[mrn]), limit=2,
+                                         purpose="operations")
+    return found.patients[0] if found.patients else None
 
 
 async def _upsert_patient(session: AsyncSession, principal: Principal, message, *,

@@ -344,11 +344,20 @@ class Criteria:
     updated: list[DateBound] = field(default_factory=list)
 
 
+@dataclass
+class PatientPage:
+    patients: list[Patient]
+    total: int | None  # how many match in all (None: not counted)
+    more: bool  # whether a page follows this one
+
+
 async def find_patients(session: AsyncSession, principal: Principal, criteria: Criteria, *,
                         sort: list[tuple[str, bool]] = (), limit: int = 50, offset: int = 0,
-                        purpose: str | None = None) -> tuple[list[Patient], int]:
-    """One page of the patients matching ``criteria`` and how many match in all; merged and
-    erased records are left out. ``sort``: (a key of SORTABLE, descending) pairs."""
+                        count: bool = False, purpose: str | None = None) -> PatientPage:
+    """One page of the patients matching ``criteria``; merged and erased records are left out.
+    ``sort``: (a key of SORTABLE, descending) pairs. The total comes with the last page, where it
+    costs nothing, and otherwise only when ``count`` asks for it: counting every match of a common
+    name prefix costs more than the page itself."""
     require(principal, "read:patients", "read:own_record")
     tenant_id = require_tenant(principal)
     t = patients_visible
@@ -373,14 +382,19 @@ async def find_patients(session: AsyncSession, principal: Principal, criteria: C
         digits = "".join(c for c in phone if c.isdigit())
         conds.append(or_(t.c.phone == "+" + digits, t.c.phone.like(f"%{digits}")) if digits else false())
     conds += [func.lower(t.c.email) == v.lower() for v in criteria.emails]
-    total = (await session.execute(select(func.count()).select_from(t).where(*conds))).scalar_one()
     order = [getattr(t.c, SORTABLE[key]).desc() if desc else getattr(t.c, SORTABLE[key]) for key, desc in sort]
     rows = (await session.execute(select(t).where(*conds).order_by(*order, t.c.family_name, t.c.given_name, t.c.id)
-                                  .limit(limit).offset(offset))).all()
-    found = [_patient(r) for r in rows]
+                                  .limit(limit + 1).offset(offset))).all()
+    if len(rows) <= limit and (rows or offset == 0):
+        counted = offset + len(rows)  # the last page: the total is known without counting
+    elif count:
+        counted = (await session.execute(select(func.count()).select_from(t).where(*conds))).scalar_one()
+    else:
+        counted = None
+    found = [_patient(r) for r in rows[:limit]]
     await audit.record_reads(session, principal, patient_ids=[p.id for p in found], record_type="Patient",
                              purpose=audit.purpose_of(principal, purpose))
-    return found, total
+    return PatientPage(found, counted, len(rows) > limit)
 
 
 async def export_patients(session: AsyncSession, principal: Principal, *, since: datetime | None = None,

@@ -28,7 +28,7 @@ from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.requests import HTTPConnection
+from starlette.requests import ClientDisconnect, HTTPConnection
 
 from carebase.platform import context, crypto, tokens
 from carebase.platform.authz import Principal
@@ -426,6 +426,13 @@ def install_error_handlers(app: FastAPI) -> None:
 
 
 def unexpected_error(exc: Exception) -> DomainError:
+    if isinstance(exc, ClientDisconnect):
+        # The client went away while sending its body: nothing was applied, nobody is there to answer.
+        log.info("client_disconnected")
+        err = DomainError("The client disconnected before its request arrived.", code="client-disconnected",
+                          status=499)
+        err.title = "Client disconnected"
+        return err
     # Through SQLAlchemy the driver's error is wrapped; from the event store's pipeline it is raw.
     orig = getattr(exc, "orig", None) if isinstance(exc, IntegrityError) else exc
     if isinstance(orig, psycopg.errors.UniqueViolation):
