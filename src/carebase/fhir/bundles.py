@@ -56,6 +56,37 @@ def _rewrite(value: Any, ids: dict[str, str]) -> Any:
     return value
 
 
+def _urns(value: Any) -> set[str]:
+    if isinstance(value, dict):
+        ref = value.get("reference")
+        found = {ref} if isinstance(ref, str) and ref.startswith("urn:") else set()
+        return found.union(*(_urns(v) for v in value.values()))
+    if isinstance(value, list):
+        return set().union(*(_urns(v) for v in value))
+    return set()
+
+
+def _order(entries: list[dict[str, Any]]) -> list[int]:
+    """The spec's processing order (DELETE, POST, PUT, GET), with each created entry after the
+    entries it refers to by urn (whatever their place in the Bundle); a cycle is refused."""
+    by_method = sorted(range(len(entries)), key=lambda i: _ORDER[entries[i]["request"]["method"]])
+    posts = [i for i in by_method if entries[i]["request"]["method"] == "POST"]
+    made_by = {entries[i].get("fullUrl"): i for i in posts if str(entries[i].get("fullUrl", "")).startswith("urn:")}
+    needs = {i: {made_by[u] for u in _urns(entries[i].get("resource")) if u in made_by} - {i} for i in posts}
+    ordered: list[int] = []
+    while needs:
+        ready = [i for i in posts if i in needs and not needs[i] - set(ordered)]
+        if not ready:
+            raise Malformed("Entries of this Bundle refer to each other in a circle; nothing was applied.",
+                            code="circular-references")
+        for i in ready:
+            ordered.append(i)
+            del needs[i]
+    first = [i for i in by_method if entries[i]["request"]["method"] == "DELETE"]
+    rest = [i for i in by_method if entries[i]["request"]["method"] not in ("DELETE", "POST")]
+    return first + ordered + rest
+
+
 def _unresolved(value: Any) -> str | None:
     if isinstance(value, dict):
         ref = value.get("reference")
@@ -98,7 +129,7 @@ async def _entry(ctx: Ctx, i: int, entry: dict[str, Any], interact: Interact,
         resource = _rewrite(resource, ids)
         dangling = _unresolved(resource)
         if dangling:
-            raise Malformed(f"Bundle.entry[{i}] refers to {dangling}, which no earlier entry of this Bundle creates.",
+            raise Malformed(f"Bundle.entry[{i}] refers to {dangling}, which no entry of this Bundle creates.",
                             code="unresolved-reference")
         if resource.get("resourceType") != parts[0]:
             raise Malformed(f"Bundle.entry[{i}]: the resource is a {resource.get('resourceType')}, the url names "
@@ -135,7 +166,7 @@ async def process(ctx: Ctx, bundle: dict[str, Any], interact: Interact) -> dict[
                         status=413)
     for i, entry in enumerate(entries):
         _request_of(i, entry)
-    order = sorted(range(len(entries)), key=lambda i: _ORDER[entries[i]["request"]["method"]])
+    order = _order(entries)
     ids: dict[str, str] = {}
     results: list[dict[str, Any] | None] = [None] * len(entries)
     for i in order:
