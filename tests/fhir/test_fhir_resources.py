@@ -229,3 +229,21 @@ def test_the_capability_statement_lists_exactly_what_the_routes_do(client, docto
                 assert status == 405, (kind, code, status)
     unlisted = client.get(f"{FHIR}/Medication", headers=bearer(doctor))
     assert_outcome(unlisted, 404, "unknown-resource-type")
+
+
+def test_an_amended_encounter_keeps_its_versions(client, doctor, charted):
+    eid = charted["encounter"]["id"]
+    r = client.post(f"/api/v1/encounters/{eid}/amendments", headers=bearer(doctor), json={
+        "field": "diagnoses", "value": ["E11.65", "I10"], "reason": "More specific code"})
+    assert r.status_code == 200, r.text
+    hist = client.get(f"{FHIR}/Encounter/{eid}/_history", headers=bearer(doctor)).json()
+    assert [e["resource"]["meta"]["versionId"] for e in hist["entry"]] == ["2", "1"]
+    assert [e["request"]["method"] for e in hist["entry"]] == ["PUT", "POST"]
+    first = client.get(f"{FHIR}/Condition/{eid}-dx0/_history/1", headers=bearer(doctor)).json()
+    now = client.get(f"{FHIR}/Condition/{eid}-dx0", headers=bearer(doctor)).json()
+    assert first["code"]["coding"][0]["code"] == "E11.9" and first["meta"]["versionId"] == "1"
+    assert now["code"]["coding"][0]["code"] == "E11.65" and now["meta"]["versionId"] == "2"
+    assert client.get(f"{FHIR}/Condition/{eid}-dx0/_history/2", headers=bearer(doctor)).json() == now
+    assert_outcome(client.get(f"{FHIR}/Encounter/{eid}/_history/9", headers=bearer(doctor)), 404)
+    vitals = client.get(f"{FHIR}/Observation/{eid}-vs-bp/_history", headers=bearer(doctor)).json()
+    assert vitals["total"] == 2 and _valid(vitals["entry"][0]["resource"])

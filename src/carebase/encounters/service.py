@@ -164,6 +164,23 @@ async def get_encounter(session: AsyncSession, principal: Principal, encounter_i
     return e
 
 
+@dataclass
+class EncounterVersion:
+    version: int
+    at: datetime
+    change: str  # created | updated
+    encounter: Encounter
+
+
+async def versions(session: AsyncSession, principal: Principal, encounter_id: uuid.UUID) -> list[EncounterVersion]:
+    """Every version of one encounter, oldest first, rebuilt from its events (FHIR vread and
+    history): the signed original, then each amendment and the discharge."""
+    current = await get_encounter(session, principal, encounter_id)  # the same rules, audited
+    return [EncounterVersion(event.version, event.recorded_at, "created" if event.type == ev.RECORDED else "updated",
+                             Encounter(**{k: state[k] for k in Encounter.__dataclass_fields__}))
+            for event, state in ev.replay(await eventstore.load(session, current.id))]
+
+
 async def amend(session: AsyncSession, principal: Principal, encounter_id: uuid.UUID, *, field: str, value: Any,
                 reason: str, expected_version: int | None = None) -> Encounter:
     """Correct a signed encounter: the new value shows, the old one stays in the amendments."""

@@ -21,11 +21,13 @@ from carebase.fhir.base import (
     Page,
     Query,
     Resource,
+    Version,
     as_uuid,
     date_matches,
     date_range,
     instant,
     meta,
+    no_such,
     parent_id,
     pick,
     ref,
@@ -36,7 +38,7 @@ from carebase.fhir.base import (
 )
 from carebase.fhir.search import page_in_memory
 from carebase.patients import service as patients
-from carebase.platform.errors import Malformed
+from carebase.platform.errors import Malformed, NotFound
 from carebase.providers import service as providers
 
 ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
@@ -280,6 +282,25 @@ async def _derived(ctx: Ctx, rid: str, kind: str, build) -> dict[str, Any]:
     return pick(build(e), rid, kind)
 
 
+async def _versions(ctx: Ctx, encounter_id: uuid.UUID, build, rid: str, kind: str) -> list[Version]:
+    """The versions of a resource made from one encounter, newest first (those where it exists)."""
+    out = []
+    for v in reversed(await encounters.versions(ctx.session, ctx.principal, encounter_id)):
+        found = next((r for r in build(v.encounter) if r["id"] == rid), None)
+        if found is not None:
+            out.append(Version(rid, v.version, v.at, "POST" if v.change == "created" else "PUT", found))
+    if not out:
+        raise no_such(kind, rid)
+    return out
+
+
+def _at_version(versions: list[Version], version: int, kind: str, rid: str) -> dict[str, Any]:
+    found = next((v.resource for v in versions if v.version == version), None)
+    if found is None:
+        raise NotFound(f"{kind}/{rid} has no version {version}.", code="version-not-found")
+    return found
+
+
 _BY_DATE = {"date": lambda r: (r.get("effectiveDateTime") or r.get("performedDateTime") or r.get("recordedDate")
                                or r.get("dateAsserted") or ""),
             "_lastUpdated": lambda r: r["meta"]["lastUpdated"]}
@@ -312,6 +333,13 @@ class EncounterResource(Resource):
     async def read(self, ctx: Ctx, rid: str) -> dict[str, Any]:
         ctx.allow(self.type, "r")
         return encounter(await encounters.get_encounter(ctx.session, ctx.principal, as_uuid(rid, self.type)))
+
+    async def history(self, ctx: Ctx, rid: str) -> list[Version]:
+        ctx.allow(self.type, "r")
+        return await _versions(ctx, as_uuid(rid, self.type), lambda e: [encounter(e)], rid, self.type)
+
+    async def vread(self, ctx: Ctx, rid: str, version: int) -> dict[str, Any]:
+        return _at_version(await self.history(ctx, rid), version, self.type, rid)
 
     async def search(self, ctx: Ctx, q: Query) -> Page:
         ctx.allow(self.type, "s")
@@ -358,6 +386,13 @@ class _Recorded(Resource):
     async def read(self, ctx: Ctx, rid: str) -> dict[str, Any]:
         ctx.allow(self.type, "r")
         return await _derived(ctx, rid, self.type, type(self).build)
+
+    async def history(self, ctx: Ctx, rid: str) -> list[Version]:
+        ctx.allow(self.type, "r")
+        return await _versions(ctx, parent_id(_DERIVED, rid, self.type), type(self).build, rid, self.type)
+
+    async def vread(self, ctx: Ctx, rid: str, version: int) -> dict[str, Any]:
+        return _at_version(await self.history(ctx, rid), version, self.type, rid)
 
     async def search(self, ctx: Ctx, q: Query) -> Page:
         ctx.allow(self.type, "s")
