@@ -210,7 +210,7 @@ def test_delete_erases_and_then_the_patient_is_gone(client, doctor):
     assert hist["entry"][0]["request"]["method"] == "DELETE" and "resource" not in hist["entry"][0]
 
 
-def test_smart_scopes_narrow_the_token(client, fhir):
+def test_smart_scopes_narrow_the_token(client, fhir, server):
     read_only = login(client, "doctor@demo.carebase.local", scope="user/*.read")
     assert read_only["scope"] == "user/*.read"
     r = client.get(FHIR + "/Patient", params={"_count": 1}, headers=bearer(read_only))
@@ -219,6 +219,12 @@ def test_smart_scopes_narrow_the_token(client, fhir):
     # A scoped token is for the FHIR API only.
     r = client.get("/api/v1/patients", headers=bearer(read_only))
     assert r.status_code == 403 and r.json()["code"] == "scoped-token"
+    from websockets.sync.client import connect  # nor the JSON API's WebSockets
+
+    with pytest.raises(Exception, match="403"), connect(
+            server.url.replace("http://", "ws://") + "/api/v1/messages/ws?access_token=" + read_only["access_token"],
+            open_timeout=10) as ws:
+        ws.recv(timeout=5)
     # The scope survives a refresh.
     refreshed = client.post("/api/v1/auth/refresh", json={"refresh_token": read_only["refresh_token"]}).json()
     assert refreshed["scope"] == "user/*.read"

@@ -562,6 +562,8 @@ async def websocket_principal(websocket: WebSocket, db: Database) -> Principal:
         if origin != websocket.headers.get("host"):
             raise Forbidden("This WebSocket only opens from Carebase's own pages.", code="bad-origin")
     principal = tokens.decode_access_token(token)
+    if principal.scope is not None:
+        raise Forbidden("This token is narrowed to SMART scopes and works only on the FHIR API.", code="scoped-token")
     async with db.transaction(principal.tenant_id, principal.account_id) as session:
         for check in _session_validators:
             await check(session, principal)
