@@ -303,6 +303,9 @@ BODIES: dict[tuple[str, str], Callable[[Caller, TenantB], dict]] = {
         "email": unique_email("walk"), "password": "a long passphrase", "display_name": "Route Walk"}},
     ("POST", "/api/v1/auth/token"): lambda c, b: {"data": {
         "username": c.email, "password": c.password, "tenant": B}},
+    # A key naming demo2 but not one of its keys: refused before any of demo2's rows is touched.
+    ("POST", "/api/v1/auth/client-token"): lambda c, b: {"data": {
+        "grant_type": "client_credentials", "client_secret": f"cbk_{b.tenant_id.hex}_walk-{c.role}"}},
     ("POST", "/api/v1/auth/refresh"): lambda c, b: {"json": {"refresh_token": c.tokens["refresh_token"]}},
     ("POST", "/api/v1/auth/otp/request"): lambda c, b: {"json": {"email": unique_email("walk"),
                                                                   "channel": "email"}},
