@@ -20,7 +20,7 @@ from carebase.encounters.models import encounters
 from carebase.patients import service as patients
 from carebase.platform import eventstore
 from carebase.platform.authz import Principal, require, require_tenant
-from carebase.platform.db import within
+from carebase.platform.db import batches, within
 from carebase.platform.errors import NotFound, ValidationFailed
 from carebase.platform.eventstore import NewEvent
 from carebase.platform.ids import new_id
@@ -258,22 +258,16 @@ async def export_encounters(session: AsyncSession, principal: Principal, *, sinc
     """Every encounter of the organization (or of these patients), in batches by id, for a bulk
     export; each batch's patients are in the read audit (purpose: operations)."""
     require(principal, "read:charts")
-    tenant_id = require_tenant(principal)
-    after = uuid.UUID(int=0)
-    while True:
-        query = select(encounters).where(encounters.c.tenant_id == tenant_id, encounters.c.id > after)
-        if since is not None:
-            query = query.where(encounters.c.signed_at >= since)
-        if patient_ids is not None:
-            query = query.where(encounters.c.patient_id.in_(patient_ids))
-        rows = (await session.execute(query.order_by(encounters.c.id).limit(batch))).all()
-        if not rows:
-            return
+    query = select(encounters).where(encounters.c.tenant_id == require_tenant(principal))
+    if since is not None:
+        query = query.where(encounters.c.signed_at >= since)
+    if patient_ids is not None:
+        query = query.where(encounters.c.patient_id.in_(patient_ids))
+    async for rows in batches(session, query, encounters.c.id, batch):
         found = [_encounter(r) for r in rows]
         await audit.record_reads(session, principal, patient_ids=sorted({e.patient_id for e in found}),
                                  record_type="Encounter", purpose="operations")
         yield found
-        after = found[-1].id
 
 
 async def patients_seen_by(session: AsyncSession, principal: Principal, provider_id: uuid.UUID) -> list[uuid.UUID]:

@@ -300,6 +300,19 @@ def token_matches(value: str, codings: list[tuple[str | None, str | None]]) -> b
     return False
 
 
+def paging(name: str, value: str | None, default: int) -> int:
+    """_count or _offset: a whole number, not negative (_count at most MAX_COUNT)."""
+    if not value:
+        return default
+    try:
+        n = int(value)
+    except ValueError:
+        raise Malformed(f"{name} must be a whole number.", code="bad-paging") from None
+    if n < 0:
+        raise Malformed(f"{name} cannot be negative.", code="bad-paging")
+    return min(n, MAX_COUNT) if name == "_count" else n
+
+
 @dataclass
 class Query:
     """A search request: the resource's own parameters (name -> values, each value may be a

@@ -181,13 +181,14 @@ async def run_export(db: Database, export_id: str, tenant_id: str) -> None:
                         counts[name] += len(out)
                         total += len(out)
                     await _set(db, tid, eid, progress=f"{total} resources written")
-            if r.level == "system":
-                directory = {"Organization": lambda: _one(tenants.current_tenant(session, principal), organization),
-                             "Location": lambda: _many(tenants.list_locations(session, principal), location),
-                             "Practitioner": lambda: _providers(session, principal)}
-                for name, fetch in directory.items():
+            if r.level == "system":  # the directory: a few rows, read whole
+                directory = {
+                    "Organization": [organization(await tenants.current_tenant(session, principal))],
+                    "Location": [location(x) for x in await tenants.list_locations(session, principal)],
+                    "Practitioner": await _providers(session, principal),
+                }
+                for name, out in directory.items():
                     if name in counts:
-                        out = await fetch()
                         files[name].append(_lines(out))
                         counts[name] += len(out)
                         total += len(out)
@@ -206,14 +207,6 @@ async def run_export(db: Database, export_id: str, tenant_id: str) -> None:
     except Exception as exc:
         await _set(db, tid, eid, status="failed", error=type(exc).__name__, completed_at=datetime.now(UTC))
         raise
-
-
-async def _one(coro, build) -> list[dict[str, Any]]:
-    return [build(await coro)]
-
-
-async def _many(coro, build) -> list[dict[str, Any]]:
-    return [build(x) for x in await coro]
 
 
 async def _providers(session: AsyncSession, principal: Principal) -> list[dict[str, Any]]:

@@ -19,15 +19,16 @@ from fastapi.responses import JSONResponse, Response
 from carebase.fhir import bulk, bundles, capability
 from carebase.fhir.base import (
     BASE_PATH,
+    DEFAULT_COUNT,
     FHIR_JSON,
     ID,
-    MAX_COUNT,
     Ctx,
     Query,
     as_uuid,
     checked,
     date_range,
     outcome_response,
+    paging,
     parse_body,
     type_of,
 )
@@ -338,14 +339,7 @@ def _strict(request: Request) -> bool:
 
 
 def _paging(count: str | None, offset: str | None) -> tuple[int, int]:
-    try:
-        c = int(count) if count else 50
-        o = int(offset) if offset else 0
-    except ValueError:
-        raise Malformed("_count and _offset are whole numbers.", code="bad-paging") from None
-    if c < 0 or o < 0:
-        raise Malformed("_count and _offset cannot be negative.", code="bad-paging")
-    return min(c, MAX_COUNT), o
+    return paging("_count", count, DEFAULT_COUNT), paging("_offset", offset, 0)
 
 
 async def _interact(ctx: Ctx, method: str, type: str, rid: str | None, body: dict[str, Any] | None,

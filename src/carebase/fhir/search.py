@@ -4,6 +4,7 @@ types whose matches are few (one patient's clinical records)."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode
 
@@ -18,6 +19,7 @@ from carebase.fhir.base import (
     date_matches,
     date_range,
     outcome,
+    paging,
     ref_id,
     type_of,
 )
@@ -37,17 +39,10 @@ def parse_query(kind, items: list[tuple[str, str]], strict: bool) -> Query:
                 raise Malformed("_total is none, estimate or accurate.", code="bad-total")
             q.count_all = value != "none"
             continue
-        if name == "_count" or name == "_offset":
-            try:
-                n = int(value)
-            except ValueError:
-                raise Malformed(f"{name} must be a whole number.", code="bad-paging") from None
-            if n < 0:
-                raise Malformed(f"{name} cannot be negative.", code="bad-paging")
-            if name == "_count":
-                q.count = min(n, MAX_COUNT)
-            else:
-                q.offset = n
+        if name == "_count":
+            q.count = paging(name, value, DEFAULT_COUNT)
+        elif name == "_offset":
+            q.offset = paging(name, value, 0)
         elif name == "_sort":
             for key in value.split(","):
                 desc = key.startswith("-")
@@ -100,8 +95,6 @@ def page_in_memory(resources: list[dict[str, Any]], q: Query, sort_keys: dict[st
 
 
 def _updated(res: dict[str, Any]):
-    from datetime import datetime
-
     at = (res.get("meta") or {}).get("lastUpdated")
     return datetime.fromisoformat(at.replace("Z", "+00:00")) if at else None
 

@@ -44,12 +44,20 @@ _TS = re.compile(r"^(\d{4})(\d{2})?(\d{2})?(\d{2})?(\d{2})?(\d{2})?(?:\.\d+)?([+
 MAX_MESSAGE = 1_000_000
 
 
+# HL7 table 0357 (message error condition codes), as ERR-3 says them.
+SEGMENT_SEQUENCE = "100^Segment sequence error^HL70357"
+REQUIRED_FIELD_MISSING = "101^Required field missing^HL70357"
+UNSUPPORTED_TYPE = "200^Unsupported message type^HL70357"
+UNSUPPORTED_VERSION = "203^Unsupported version id^HL70357"
+APPLICATION_ERROR = "207^Application internal error^HL70357"
+
+
 class Rejected(Exception):
     """AR: the message cannot be read as an HL7 v2 message we take."""
 
-    def __init__(self, reason: str, where: str = "MSH"):
+    def __init__(self, reason: str, where: str = "MSH", condition: str = SEGMENT_SEQUENCE):
         super().__init__(reason)
-        self.reason, self.where = reason, where
+        self.reason, self.where, self.condition = reason, where, condition
 
 
 class ApplicationError(DomainError):
@@ -83,7 +91,8 @@ def _escape(text: str) -> str:
             .replace("~", "\\R\\").replace("\r", " ").replace("\n", " "))
 
 
-def ack(header: dict[str, str], code: str, text: str | None = None, where: str | None = None) -> str:
+def ack(header: dict[str, str], code: str, text: str | None = None, where: str | None = None,
+        condition: str = APPLICATION_ERROR) -> str:
     """An ACK for a message whose MSH read as ``header`` (parts may be missing for a rejected one)."""
     event = header.get("event", "")
     segments = [
@@ -93,11 +102,8 @@ def ack(header: dict[str, str], code: str, text: str | None = None, where: str |
         "|".join(["MSA", code, _escape(header.get("control_id", "")), _escape(text or "")[:80]]),
     ]
     if code != "AA":
-        err = "207^Application internal error^HL70357" if code == "AE" else "200^Unsupported message type^HL70357"
-        if text and ("parse" in text or "segment" in text.lower() or "MSH" in text):
-            err = "100^Segment sequence error^HL70357" if code == "AR" else err
         # ERR-2 is a location (segment^sequence^field: ours, never the sender's text), ERR-8 the reason.
-        segments.append("|".join(["ERR", "", where or "", err, "E", "", "", "", _escape(text or "")]))
+        segments.append("|".join(["ERR", "", where or "", condition, "E", "", "", "", _escape(text or "")]))
     return "\r".join(segments) + "\r"
 
 
@@ -132,16 +138,17 @@ def parse(raw: str) -> tuple[Any, dict[str, str]]:
     for name, label in (("type", "MSH-9 message type"), ("control_id", "MSH-10 control id"),
                         ("version", "MSH-12 version")):
         if not header[name]:
-            raise Rejected(f"{label} is missing: the header is truncated or malformed.", "MSH")
+            raise Rejected(f"{label} is missing: the header is truncated or malformed.", "MSH",
+                           REQUIRED_FIELD_MISSING)
     if not header["version"].startswith("2."):
-        raise Rejected(f"HL7 version {header['version']} is not v2.", "MSH^1^12")
+        raise Rejected(f"HL7 version {header['version']} is not v2.", "MSH^1^12", UNSUPPORTED_VERSION)
     try:
         message = hl7.parse(text)
     except Exception as exc:  # the parser's errors are varied; any of them means AR
         raise Rejected(f"The message cannot be parsed ({type(exc).__name__}).") from exc
     if header["type"] != "ADT" or header["event"] not in EVENTS:
         raise Rejected(f"{header['type']}^{header['event']} is not taken here; send ADT A01, A03, A04, A08 or A40.",
-                       "MSH^1^9")
+                       "MSH^1^9", UNSUPPORTED_TYPE)
     return message, header
 
 
@@ -346,7 +353,7 @@ async def ingest(session: AsyncSession, principal: Principal, raw: str, *, via: 
         mid = await _record(session, principal, raw, header, via=via, status="rejected", code="AR", error=r.reason,
                             replay_of=replay_of)
         log.info("hl7_rejected", message_id=str(mid), reason=r.reason)
-        return Outcome(mid, ack(header, "AR", r.reason, r.where), "AR", "rejected", r.reason)
+        return Outcome(mid, ack(header, "AR", r.reason, r.where, r.condition), "AR", "rejected", r.reason)
     tenant = await tenants.current_tenant(session, principal)
     done = (await session.execute(select(hl7_messages.c.id, hl7_messages.c.patient_id, hl7_messages.c.encounter_id)
                                   .where(hl7_messages.c.tenant_id == tenant.id, hl7_messages.c.status == "processed",
@@ -424,7 +431,10 @@ async def _load(session: AsyncSession, principal: Principal, message_id: uuid.UU
 
 async def message(session: AsyncSession, principal: Principal, message_id: uuid.UUID) -> InboxEntry:
     """One message with its text (it names a patient: admins only, as the inbox)."""
-    r = await _load(session, principal, message_id)
+    return _opened(await _load(session, principal, message_id))
+
+
+def _opened(r) -> InboxEntry:
     key, aad = _sealing(r.id)
     return _entry(r, crypto.open_sealed(key, r.sealed_body, aad).decode())
 
@@ -433,7 +443,7 @@ async def replay(session: AsyncSession, principal: Principal, message_id: uuid.U
     """Run a kept message again (after fixing what made it fail: a doctor added to the directory,
     a patient registered), acting as the key that sent it."""
     r = await _load(session, principal, message_id)
-    entry = await message(session, principal, message_id)
+    entry = _opened(r)
     if entry.status in ("processed", "duplicate"):
         raise Conflict("This message was applied already; replaying it would change nothing.",
                        code="hl7-already-processed")

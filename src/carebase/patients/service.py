@@ -23,7 +23,7 @@ from carebase.patients import events as ev
 from carebase.patients.models import CONSENT_KINDS, patient_email_verifications, patients, patients_visible
 from carebase.platform import crypto, delivery, eventstore, realtime
 from carebase.platform.authz import Principal, require, require_tenant
-from carebase.platform.db import set_context, within
+from carebase.platform.db import batches, set_context, within
 from carebase.platform.errors import Conflict, NotFound, ValidationFailed
 from carebase.platform.eventstore import NewEvent
 from carebase.platform.ids import new_id
@@ -402,24 +402,18 @@ async def export_patients(session: AsyncSession, principal: Principal, *, since:
     """Every active patient (or those of ``ids``), in batches by id, for a bulk export; each batch
     is in the read audit (purpose: operations)."""
     require(principal, "read:patients")
-    tenant_id = require_tenant(principal)
     t = patients
-    after = uuid.UUID(int=0)
-    while True:
-        query = select(t).where(t.c.tenant_id == tenant_id, t.c.erased_at.is_(None), t.c.merged_into.is_(None),
-                                t.c.id > after)
-        if since is not None:
-            query = query.where(t.c.updated_at >= since)
-        if ids is not None:
-            query = query.where(t.c.id.in_(ids))
-        rows = (await session.execute(query.order_by(t.c.id).limit(batch))).all()
-        if not rows:
-            return
+    query = select(t).where(t.c.tenant_id == require_tenant(principal), t.c.erased_at.is_(None),
+                            t.c.merged_into.is_(None))
+    if since is not None:
+        query = query.where(t.c.updated_at >= since)
+    if ids is not None:
+        query = query.where(t.c.id.in_(ids))
+    async for rows in batches(session, query, t.c.id, batch):
         found = [_patient(r) for r in rows]
         await audit.record_reads(session, principal, patient_ids=[p.id for p in found], record_type="Patient",
                                  purpose="operations")
         yield found
-        after = found[-1].id
 
 
 @dataclass

@@ -172,3 +172,16 @@ def within(column, prefix: str, start, end):
     the range; gt: after it; le: not after it; ...). The FHIR API's searches use it."""
     return {"eq": and_(column >= start, column < end), "ne": or_(column < start, column >= end),
             "gt": column >= end, "lt": column < start, "ge": column >= start, "le": column < end}[prefix]
+
+
+async def batches(session: AsyncSession, query, key, size: int = 1000):
+    """The rows of ``query`` in batches ordered by the unique column ``key``, each batch read after
+    the last key of the one before (keyset paging: the millionth row costs what the first did)."""
+    after = None
+    while True:
+        page = query if after is None else query.where(key > after)
+        rows = (await session.execute(page.order_by(key).limit(size))).all()
+        if not rows:
+            return
+        yield rows
+        after = getattr(rows[-1], key.name)
