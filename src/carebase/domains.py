@@ -8,6 +8,7 @@ from carebase.consult import models as _consult_models  # noqa: F401
 from carebase.encounters import events as _encounters_events  # noqa: F401
 from carebase.fhir import bulk as _fhir_bulk  # noqa: F401  (its tables and the export job)
 from carebase.hl7v2 import models as _hl7v2_models  # noqa: F401
+from carebase.outside_records import events as _outside_records_events  # noqa: F401
 from carebase.identity import events as _identity_events  # noqa: F401
 from carebase.knowledge import service as _knowledge  # noqa: F401  (its tables, loaded after migrations)
 from carebase.messaging import models as _messaging_models  # noqa: F401

@@ -71,7 +71,7 @@ def test_a_batch_answers_each_entry_on_its_own(client, owner):
         {"request": {"method": "POST", "url": "Patient"}, "resource": _patient(kept)},
         {"request": {"method": "POST", "url": "Patient"}, "resource": _patient(birthDate="1985")},
         {"request": {"method": "GET", "url": f"Patient/{uuid.uuid4()}"}},
-        {"request": {"method": "DELETE", "url": "Encounter/x1"}}]}
+        {"request": {"method": "DELETE", "url": "Slot/x1"}}]}
     r = client.post(FHIR, json=batch, headers=bearer(doctor))
     assert r.status_code == 200, r.text
     statuses = [e["response"]["status"] for e in r.json()["entry"]]

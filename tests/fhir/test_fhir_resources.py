@@ -227,7 +227,7 @@ def test_the_capability_statement_lists_exactly_what_the_routes_do(client, docto
                 assert status != 405, (kind, code)
             else:
                 assert status == 405, (kind, code, status)
-    unlisted = client.get(f"{FHIR}/Medication", headers=bearer(doctor))
+    unlisted = client.get(f"{FHIR}/Substance", headers=bearer(doctor))
     assert_outcome(unlisted, 404, "unknown-resource-type")
 
 

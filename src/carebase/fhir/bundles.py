@@ -15,7 +15,10 @@ from carebase.platform.web import refusable
 Interact = Callable[..., Awaitable[tuple[int, dict[str, Any] | None, bool]]]
 # The order the spec gives for processing a transaction's entries.
 _ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
-MAX_ENTRIES = 1000
+# A transaction may carry one patient's whole history from another system (a Synthea patient of
+# ninety years is thousands of resources and several megabytes).
+MAX_ENTRIES = 10_000
+MAX_BYTES = 64 * 1024 * 1024
 
 
 def history(ctx: Ctx, versions: list[Version], total: int, link: str, params: dict[str, str], count: int,
@@ -75,7 +78,8 @@ def _order(entries: list[dict[str, Any]]) -> list[int]:
     needs = {i: {made_by[u] for u in _urns(entries[i].get("resource")) if u in made_by} - {i} for i in posts}
     ordered: list[int] = []
     while needs:
-        ready = [i for i in posts if i in needs and not needs[i] - set(ordered)]
+        done = set(ordered)
+        ready = [i for i in posts if i in needs and not needs[i] - done]
         if not ready:
             raise Malformed("Entries of this Bundle refer to each other in a circle; nothing was applied.",
                             code="circular-references")

@@ -12,9 +12,11 @@ from carebase.fhir.base import BASE_PATH, Ctx, instant
 from carebase.fhir.clinical import recorded
 from carebase.fhir.directory import organization, practitioner
 from carebase.fhir.medications import medication_requests
+from carebase.fhir.outside import to_fhir as outside_resource
 from carebase.fhir.patient import to_fhir as patient_resource
 from carebase.fhir.privacy import consents
 from carebase.fhir.scheduling import appointment
+from carebase.outside_records import service as outside
 from carebase.platform.authz import parse_smart_scopes
 from carebase.platform.errors import Forbidden, NotFound
 from carebase.prescribing import service as prescribing
@@ -25,7 +27,7 @@ from carebase.tenants import service as tenants
 
 async def everything(ctx: Ctx, patient_id: uuid.UUID | None) -> list[dict[str, Any]]:
     """The patient, their organization, the practitioners who saw them, every encounter with what
-    it recorded, their prescriptions, appointments and consents. ``patient_id`` None: the caller's
+    it recorded, their prescriptions, appointments and consents, and their outside records. ``patient_id`` None: the caller's
     own record. Reading it is an audited read of the patient (in the chart)."""
     chart = await encounters.chart(ctx.session, ctx.principal, patient_id)
     p = chart["patient"]
@@ -49,6 +51,8 @@ async def everything(ctx: Ctx, patient_id: uuid.UUID | None) -> list[dict[str, A
     except (Forbidden, NotFound):
         pass
     out += consents(p)
+    # What other systems sent about them, and the practitioners and places those records name.
+    out += [outside_resource(r) for r in await outside.of_patient(ctx.session, ctx.principal, p.id)]
     return _within_scope(ctx, out)
 
 

@@ -49,6 +49,7 @@ from carebase.platform.web import (
     DbSession,
     accept_scoped_tokens,
     add_error_renderer,
+    allow_large_body,
     if_match_version,
     takes_raw_body,
 )
@@ -60,6 +61,7 @@ log = get_logger("carebase.fhir")
 FHIR_ROUTE = {"include_in_schema": False}
 add_error_renderer("/fhir/", outcome_response)
 accept_scoped_tokens("/fhir/")
+allow_large_body(BASE_PATH, bundles.MAX_BYTES)
 
 
 async def fhir_response(body: dict[str, Any], status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -140,7 +142,13 @@ async def smart_configuration(request: Request) -> Response:
 async def batch_or_transaction(request: Request, principal: CurrentPrincipal, session: DbSession) -> Response:
     ctx = _ctx(request, session, principal)
     body = parse_body(await request.body(), "Bundle")
-    return await fhir_response(await bundles.process(ctx, body, _interact))
+    answer = await bundles.process(ctx, body, _interact)
+    if "return=minimal" in (request.headers.get("prefer") or "").replace(" ", ""):
+        # An importer wants each entry's outcome (status, location, etag), not its resource back.
+        for entry in answer["entry"]:
+            if entry and entry.get("resource", {}).get("resourceType") != "Bundle":
+                entry.pop("resource", None)
+    return await fhir_response(answer)
 
 
 # -- operations ------------------------------------------------------------------------------------

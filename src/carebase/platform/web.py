@@ -81,6 +81,16 @@ def accept_scoped_tokens(prefix: str) -> None:
     _scoped_prefixes.append(prefix)
 
 
+# Paths that take bodies larger than the app-wide limit: path -> their own limit in bytes.
+_large_bodies: dict[str, int] = {}
+
+
+def allow_large_body(path: str, limit: int) -> None:
+    """Let one path take bodies up to ``limit`` bytes (a FHIR transaction carrying a patient's
+    whole history runs to megabytes); every other path keeps the app-wide limit."""
+    _large_bodies[path] = limit
+
+
 def takes_raw_body(endpoint: _T) -> _T:
     """Mark a route that reads its body itself (the FHIR API parses resources with fhir.resources),
     so the app-wide check for unexpected bodies leaves it alone."""
@@ -210,18 +220,19 @@ class RequestMiddleware:
                 message = {**message, "headers": list(message.get("headers", [])) + extra_headers}
             await send(message)
 
+        max_body = _large_bodies.get(scope["path"], self.max_body)
         length = _header(scope, b"content-length")
-        if length and length.isdigit() and int(length) > self.max_body:
+        if length and length.isdigit() and int(length) > max_body:
             return await self._send_problem(send_plain, scope["path"], PayloadTooLarge(
-                f"The request body is larger than {self.max_body} bytes."))
-        receive = _limited(receive, self.max_body)  # chunked bodies have no Content-Length to check
+                f"The request body is larger than {max_body} bytes."))
+        receive = _limited(receive, max_body)  # chunked bodies have no Content-Length to check
 
         idem = _header(scope, b"idempotency-key") if scope["method"] == "POST" else None
         if idem is not None:
-            body = await _read_body(receive, self.max_body)
+            body = await _read_body(receive, max_body)
             if body is None:
                 return await self._send_problem(send_plain, scope["path"], PayloadTooLarge(
-                    f"The request body is larger than {self.max_body} bytes."))
+                    f"The request body is larger than {max_body} bytes."))
             if not idem or len(idem) > 255:
                 return await self._send_problem(send_plain, scope["path"], ValidationFailed(
                     "Idempotency-Key must be 1 to 255 characters.", code="bad-idempotency-key"))
