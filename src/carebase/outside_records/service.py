@@ -43,6 +43,7 @@ class OutsideRecord:
     resource_type: str
     patient_id: uuid.UUID | None
     resource: dict[str, Any]  # as received, without its id and the server's meta
+    occurred_at: datetime | None  # its clinical date (see index.DATE_ELEMENTS)
     version: int
     received_at: datetime
     updated_at: datetime
@@ -119,8 +120,8 @@ async def receive(session: AsyncSession, principal: Principal, resource: dict[st
                                           "by": str(principal.account_id)},
                                           phi={"resource": stored}, subject_id=patient_id)])
     # What the projector just wrote, without reading it back (an import receives thousands).
-    return OutsideRecord(record_id, tenant_id, resource["resourceType"], patient_id, stored, event.version,
-                         event.recorded_at, event.recorded_at, None)
+    return OutsideRecord(record_id, tenant_id, resource["resourceType"], patient_id, stored,
+                         index.occurred_at(stored), event.version, event.recorded_at, event.recorded_at, None)
 
 
 async def revise(session: AsyncSession, principal: Principal, record_id: uuid.UUID, resource: dict[str, Any],
@@ -204,6 +205,51 @@ async def versions(session: AsyncSession, principal: Principal, record_id: uuid.
     change = {ev.RECEIVED: "received", ev.REVISED: "revised", ev.RETRACTED: "retracted"}
     return [RecordVersion(event.version, event.recorded_at, change[event.type], resource)
             for event, resource in ev.replay(await eventstore.load(session, record_id))]
+
+
+@dataclass
+class TypeSummary:
+    resource_type: str
+    count: int
+    latest: list[OutsideRecord]  # newest first
+
+
+def label(resource: dict[str, Any]) -> str:
+    """What a person reads a record as: its code's text or display, else its code."""
+    for element in ("code", "vaccineCode", "medicationCodeableConcept", "type", "category", "name"):
+        value = resource.get(element)
+        value = value[0] if isinstance(value, list) and value else value
+        if isinstance(value, str):
+            return value
+        if isinstance(value, dict):
+            if value.get("text"):
+                return value["text"]
+            for coding in value.get("coding") or []:
+                if coding.get("display") or coding.get("code"):
+                    return coding.get("display") or coding["code"]
+    return resource.get("resourceType", "Record")
+
+
+async def summary(session: AsyncSession, principal: Principal, patient_id: uuid.UUID,
+                  per_type: int = 5) -> list[TypeSummary]:
+    """A patient's outside records by type (the chart's "Outside records"): how many, and the
+    newest few of each. Reading it is an audited read of the patient."""
+    require(principal, "read:charts", "read:own_record")
+    patient = await patients.get_patient(session, principal, patient_id)
+    conds = [t.c.tenant_id == require_tenant(principal), t.c.deleted_at.is_(None),
+             t.c.patient_id.in_(await patients.record_ids(session, patient))]
+    counts = dict((await session.execute(select(t.c.resource_type, func.count()).where(*conds)
+                                         .group_by(t.c.resource_type))).all())
+    if not counts:
+        return []
+    ranked = select(t, func.row_number().over(
+        partition_by=t.c.resource_type, order_by=(t.c.occurred_at.desc().nulls_last(), t.c.id)).label("n")
+    ).where(*conds).subquery()
+    latest: dict[str, list[OutsideRecord]] = {}
+    for r in (await session.execute(select(ranked).where(ranked.c.n <= per_type)
+                                    .order_by(ranked.c.resource_type, ranked.c.n))).all():
+        latest.setdefault(r.resource_type, []).append(_record(r))
+    return [TypeSummary(kind, counts[kind], latest.get(kind, [])) for kind in sorted(counts)]
 
 
 def _conditions(tenant_id: uuid.UUID, c: Criteria) -> list:
