@@ -62,6 +62,30 @@ def test_system_export_writes_ndjson_per_type(client, worker):
     assert client.get(by_type["Patient"]["url"]).status_code == 401
 
 
+def test_outside_records_are_exported_with_carebase_s_own(client, worker):
+    doctor = login(client, "doctor@demo.carebase.local")
+    patient = client.get(f"{FHIR}/Patient", params={"_count": 1}, headers=bearer(doctor)).json()["entry"][0]
+    shot = client.post(f"{FHIR}/Immunization", headers=bearer(doctor), json={
+        "resourceType": "Immunization", "status": "completed", "occurrenceDateTime": "2026-11-02",
+        "patient": {"reference": f"Patient/{patient['resource']['id']}"},
+        "vaccineCode": {"coding": [{"system": "http://hl7.org/fhir/sid/cvx", "code": "208"}]}}).json()
+    elsewhere = client.post(f"{FHIR}/Practitioner", headers=bearer(doctor), json={
+        "resourceType": "Practitioner", "name": [{"family": "Outsider", "given": ["Olga"]}]}).json()
+    r = client.get(f"{FHIR}/Patient/$export", params={"_type": "Immunization,Patient"},
+                   headers={**bearer(doctor), **ASYNC})
+    manifest = _finish(client, doctor, r.headers["content-location"])
+    by_type = {o["type"]: o for o in manifest["output"]}
+    rows = _ndjson(client, doctor, by_type["Immunization"]["url"])
+    assert shot["id"] in {row["id"] for row in rows} and all(row["resourceType"] == "Immunization" for row in rows)
+    # The directory of other organizations comes with a system-level export, not a patient-level one.
+    admin = login(client, "admin@demo.carebase.local")
+    r = client.get(f"{FHIR}/$export", params={"_type": "Practitioner"}, headers={**bearer(admin), **ASYNC})
+    manifest = _finish(client, admin, r.headers["content-location"])
+    practitioners = _ndjson(client, admin, manifest["output"][0]["url"])
+    assert elsewhere["id"] in {p["id"] for p in practitioners}
+    assert any(p["id"] != elsewhere["id"] for p in practitioners)  # Carebase's own as well
+
+
 def test_patient_and_group_level_with_type_and_since(client, worker, owner):
     doctor = login(client, "doctor@demo.carebase.local")
     r = client.get(f"{FHIR}/Patient/$export", params={"_type": "Patient,Observation", "_since": "2000-01-01"},

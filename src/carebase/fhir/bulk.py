@@ -23,8 +23,11 @@ from carebase.fhir.base import BASE_PATH, Ctx, date_range
 from carebase.fhir.clinical import allergies, conditions, encounter, medication_statements, observations, procedures
 from carebase.fhir.directory import location, organization, practitioner
 from carebase.fhir.models import fhir_exports
+from carebase.fhir.outside import ALSO_OUTSIDE, OUTSIDE_ONLY
+from carebase.fhir.outside import to_fhir as outside_resource
 from carebase.fhir.patient import to_fhir as patient_resource
 from carebase.fhir.privacy import consents
+from carebase.outside_records import service as outside
 from carebase.patients import service as patients
 from carebase.platform import jobs
 from carebase.platform.authz import Principal, require_tenant
@@ -44,8 +47,10 @@ NDJSON = "application/fhir+ndjson"
 FROM_ENCOUNTERS = {"Encounter": lambda e: [encounter(e)], "Condition": conditions, "Observation": observations,
                    "Procedure": procedures, "AllergyIntolerance": allergies,
                    "MedicationStatement": medication_statements}
-PATIENT_TYPES = ["Patient", *FROM_ENCOUNTERS, "Consent"]
-SYSTEM_TYPES = [*PATIENT_TYPES, "Practitioner", "Organization", "Location"]
+PATIENT_TYPES = ["Patient", *FROM_ENCOUNTERS, "Consent", *OUTSIDE_ONLY]
+SYSTEM_TYPES = [*PATIENT_TYPES, "Practitioner", "Organization", "Location", "PractitionerRole"]
+# Outside records of these types go into the files too (beside Carebase's own of the type).
+FROM_OUTSIDE = [t for t in SYSTEM_TYPES if t in OUTSIDE_ONLY or t in ALSO_OUTSIDE]
 
 
 def _types(level: str, requested: str | None) -> list[str]:
@@ -181,11 +186,23 @@ async def run_export(db: Database, export_id: str, tenant_id: str) -> None:
                         counts[name] += len(out)
                         total += len(out)
                     await _set(db, tid, eid, progress=f"{total} resources written")
+            received = [t for t in FROM_OUTSIDE if t in counts]
+            if received:
+                # What other systems sent: about these patients, and at system level the
+                # practitioners and places their records name as well.
+                async for batch in outside.export(session, principal, since=r.since, patient_ids=ids,
+                                                  types=received, about_patients=r.level != "system"):
+                    for rec in batch:
+                        files[rec.resource_type].append(_lines([outside_resource(rec)]))
+                        counts[rec.resource_type] += 1
+                    total += len(batch)
+                    await _set(db, tid, eid, progress=f"{total} resources written")
             if r.level == "system":  # the directory: a few rows, read whole
                 directory = {
                     "Organization": [organization(await tenants.current_tenant(session, principal))],
                     "Location": [location(x) for x in await tenants.list_locations(session, principal)],
                     "Practitioner": await _providers(session, principal),
+                    "PractitionerRole": [],  # Carebase's own are its practitioners' specialties
                 }
                 for name, out in directory.items():
                     if name in counts:

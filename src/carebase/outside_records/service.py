@@ -309,11 +309,15 @@ async def referring(session: AsyncSession, principal: Principal, resource_type: 
 
 
 async def export(session: AsyncSession, principal: Principal, *, since: datetime | None = None,
-                 patient_ids: list[uuid.UUID] | None = None, types: list[str] | None = None, batch: int = 1000):
-    """Every record of the organization (or about these patients), in batches by id, for a bulk
-    export; each batch's patients are in the read audit (purpose: operations)."""
+                 patient_ids: list[uuid.UUID] | None = None, types: list[str] | None = None,
+                 about_patients: bool = False, batch: int = 1000):
+    """Every record of the organization (or about these patients; ``about_patients``: only
+    records about a patient), in batches by id, for a bulk export; each batch's patients are in
+    the read audit (purpose: operations)."""
     require(principal, "read:charts")
     query = select(t).where(t.c.tenant_id == require_tenant(principal), t.c.deleted_at.is_(None))
+    if about_patients:
+        query = query.where(t.c.patient_id.is_not(None))
     if since is not None:
         query = query.where(t.c.updated_at >= since)
     if patient_ids is not None:
