@@ -7,8 +7,8 @@ each string field, and SQL/HTML injection in each string field. Each case is sen
 token of tenant ``demo`` and without a token.
 
 A refusal must be a 4xx ``application/problem+json`` and leave the database exactly as it was:
-the row count of every table in the public schema, plus the full content of the tables that hold
-the record (events, patients, accounts, memberships, locations, tenants). Only bookkeeping the
+the row count of every table in the public schema, the event log's last position, plus the full
+content of the tables that hold the record (patients, accounts, memberships, locations, tenants). Only bookkeeping the
 platform keeps on purpose for refused requests (failed-login counters, OTP attempts, session
 revocation) may change, and none of it adds or removes rows.
 
@@ -44,8 +44,11 @@ INJECTIONS = ("'; DROP TABLE patients; --", "1 OR 1=1", "<script>alert(1)</scrip
 WRONG_TYPES = (12345.678, True, ["fuzz"], {"fuzz": 1}, None)
 MALFORMED_JSON = (b'{"broken": ', b'{"a": "\xff\xfe"}')
 UNKNOWN_FIELD = "fuzz_unknown_field"
-# Tables compared row by row (everything else by row count only): the record itself.
-CONTENT_TABLES = ("events", "patients", "accounts", "memberships", "locations", "tenants")
+# Tables compared row by row (everything else by row count only): the record itself. The event
+# log is compared by its count and its last position instead: the app role may only INSERT and
+# SELECT there, so any write shows in those, and hashing its every row (megabytes once a FHIR
+# import has run) twice per case made the fuzzer crawl.
+CONTENT_TABLES = ("patients", "accounts", "memberships", "locations", "tenants")
 
 
 # -- the routes --------------------------------------------------------------------------------
