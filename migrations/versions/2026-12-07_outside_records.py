@@ -26,7 +26,7 @@ def upgrade() -> None:
     sa.Column('refs', postgresql.ARRAY(sa.String()), nullable=False),
     sa.Column('occurred_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('resource', postgresql.JSONB(astext_type=sa.Text()), nullable=False),
-    sa.Column('source', sa.String(length=200), nullable=True),
+    sa.Column('source', sa.Text(), nullable=True),
     sa.Column('received_by', sa.UUID(), nullable=False),
     sa.Column('received_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),

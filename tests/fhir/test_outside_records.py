@@ -21,6 +21,7 @@ import pytest
 
 from carebase.fhir.base import REGISTRY
 from carebase.fhir.outside import unanswered_search_params
+from carebase.outside_records.index import STANDALONE, patient_reference, split_reference
 from tests.conftest import bearer, login
 from tests.fhir.test_fhir_resources import VISIT
 
@@ -89,8 +90,7 @@ def test_a_synthea_history_imports_as_one_transaction(client, doctor, owner, syn
             "SELECT resource_type, count(*) FROM outside_records WHERE patient_id = %s GROUP BY 1",
             (pid,)).fetchall())
         about_patient = {k: n for k, n in sent.items()
-                         if k not in ("Patient", "Practitioner", "PractitionerRole", "Organization", "Location",
-                                      "Provenance")}
+                         if k not in ("Patient", "Practitioner", "PractitionerRole", "Organization", "Location")}
         assert kept == about_patient
 
         # References between the entries became the server's ids, and they resolve.
@@ -193,6 +193,44 @@ def test_records_about_patients_carebase_lacks_are_refused_and_write_nothing(cli
     assert owner.execute("SELECT count(*) FROM outside_records").fetchone()[0] == before
 
 
+def test_who_reads_what_and_references_in_any_form(client, doctor, patient, server):
+    base = server.url + FHIR
+    absolute = {"resourceType": "Condition", "subject": {"reference": f"{base}/Patient/{patient}"},
+                "code": {"coding": [{"system": SNOMED, "code": "38341003"}]}}
+    r = client.post(f"{FHIR}/Condition", json=absolute, headers=bearer(doctor))
+    assert r.status_code == 201, r.text
+    condition = r.json()["id"]
+    nobody = {"resourceType": "Observation", "status": "final", "code": {"text": "Apgar"},
+              "subject": {"display": "Baby Doe"}}
+    r = client.post(f"{FHIR}/Observation", json=nobody, headers=bearer(doctor))
+    assert r.status_code == 422 and r.json()["issue"][0]["details"]["coding"][0]["code"] == "patient-required"
+    r = client.post(f"{FHIR}/Practitioner", headers=bearer(doctor), json={
+        "resourceType": "Practitioner", "name": [{"given": [None, "Ann"], "family": "Elsewhere"}]})
+    assert r.status_code == 201, r.text
+    practitioner = r.json()["id"]
+    found = _search(client, doctor, "Practitioner", name="elsewh")
+    assert practitioner in [m["id"] for m in _matches(found)]
+
+    # The front desk reads the directory (other organizations' practitioners too), not charts.
+    desk = login(client, "receptionist@demo.carebase.local")
+    assert client.get(f"{FHIR}/Practitioner/{practitioner}", headers=bearer(desk)).status_code == 200
+    assert client.get(f"{FHIR}/Condition/{condition}", headers=bearer(desk)).status_code == 403
+    # A patient's own searches cover their own records; other organizations' directory is staff's.
+    me = login(client, "patient@demo.carebase.local")
+    mine = client.get(f"{FHIR}/Practitioner", headers=bearer(me))
+    assert mine.status_code == 200 and practitioner not in [m["id"] for m in _matches(mine.json())]
+    assert client.get(f"{FHIR}/Condition/{condition}", headers=bearer(me)).status_code == 404
+
+    # return=minimal leaves out what was written, not what was asked to be read.
+    bundle = {"resourceType": "Bundle", "type": "batch", "entry": [
+        {"request": {"method": "POST", "url": "Condition"}, "resource": absolute},
+        {"request": {"method": "GET", "url": f"Condition/{condition}"}}]}
+    r = client.post(FHIR, json=bundle, headers={**bearer(doctor), "Prefer": "return=minimal"})
+    written, read = r.json()["entry"]
+    assert "resource" not in written and written["response"]["location"].startswith("Condition/")
+    assert read["resource"]["id"] == condition
+
+
 def test_searches_merge_outside_records_with_carebase_s_own(client, doctor, charted):
     pid = charted["patient"]["id"]
     own = _matches(_search(client, doctor, "Condition", patient=pid))
@@ -247,8 +285,8 @@ def _pointed_at(value, patient: str):
     """The example with every Patient reference pointing at our patient."""
     if isinstance(value, dict):
         out = {k: _pointed_at(v, patient) for k, v in value.items()}
-        ref = value.get("reference")
-        if isinstance(ref, str) and ref.startswith("Patient/"):
+        target = split_reference(value)
+        if target and target[0] == "Patient":
             out["reference"] = f"Patient/{patient}"
         return out
     if isinstance(value, list):
@@ -283,6 +321,12 @@ def test_each_official_example_imports_reads_back_and_is_found(client, doctor, p
     example = _pointed_at(json.loads(path.read_text()), patient)
     kind = example["resourceType"]
     r = client.post(f"{FHIR}/{kind}", json=example, headers=bearer(doctor))
+    if kind not in STANDALONE and patient_reference(example) is None:
+        # A clinical record that names no patient Carebase can find (only a display name, a
+        # contained newborn, a national id) would be nobody's to read or erase: refused.
+        assert r.status_code == 422, r.text
+        assert r.json()["issue"][0]["details"]["coding"][0]["code"] == "patient-required"
+        return
     assert r.status_code == 201, r.text
     created = r.json()
     back = client.get(f"{FHIR}/{kind}/{created['id']}", headers=bearer(doctor)).json()

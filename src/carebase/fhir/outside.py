@@ -11,14 +11,12 @@ FHIR.
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import replace
 from typing import Any
 
 from fhir.resources.R4B import get_fhir_model_class as r4b_model
 
 from carebase.fhir.base import (
-    MAX_COUNT,
     REGISTRY,
     Ctx,
     Page,
@@ -45,6 +43,9 @@ OUTSIDE_ONLY = ("CarePlan", "CareTeam", "Claim", "Coverage", "Device", "Diagnost
 ALSO_OUTSIDE = ("AllergyIntolerance", "Condition", "Encounter", "Location", "MedicationRequest",
                 "MedicationStatement", "Observation", "Organization", "Practitioner", "PractitionerRole",
                 "Procedure")
+# _id beside other parameters on a type whose own search has no _id: the ids are held to the
+# first this many matches of the other parameters (a patient's whole history, in practice).
+BY_ID_WINDOW = 10_000
 # Reference search parameters: name -> the type they point at ("patient" and "subject" are the
 # record's patient, a column of its own).
 REFERENCE_PARAMS = {"encounter": "Encounter", "practitioner": "Practitioner", "organization": "Organization"}
@@ -119,7 +120,8 @@ def _words(res: dict[str, Any]) -> list[str]:
         if isinstance(n, str):
             out += n.lower().split()
         elif isinstance(n, dict):
-            out += " ".join([n.get("text") or "", n.get("family") or "", *(n.get("given") or [])]).lower().split()
+            parts = [n.get("text"), n.get("family"), *(n.get("given") or [])]
+            out += " ".join(p for p in parts if isinstance(p, str)).lower().split()
     return out
 
 
@@ -144,13 +146,6 @@ async def _find(ctx: Ctx, kind: str, q: Query, limit: int, offset: int) -> tuple
     found, total = await outside.find(ctx.session, ctx.principal, _criteria(kind, q), limit=limit, offset=offset,
                                       sort="updated" if sort == "_lastUpdated" else "occurred", newest_first=desc)
     return [to_fhir(r) for r in found], total
-
-
-def _outside_id(rid: str) -> uuid.UUID | None:
-    try:
-        return uuid.UUID(rid)
-    except ValueError:
-        return None
 
 
 _METHOD = {"received": "POST", "revised": "PUT", "retracted": "DELETE"}
@@ -240,7 +235,7 @@ class AlsoOutside(_Outside):
     before the type's own class, whose methods it falls back to."""
 
     async def _is_outside(self, ctx: Ctx, rid: str) -> bool:
-        record_id = _outside_id(rid)
+        record_id = index.as_uuid(rid)
         return record_id is not None and await outside.exists(ctx.session, ctx.principal, record_id, self.type)
 
     own: type[Resource]  # the type's own class
@@ -320,7 +315,7 @@ class AlsoOutside(_Outside):
         others = {k: v for k, v in q.params.items() if k != "_id"}
         if others:
             wanted = {r["id"] for r in found}
-            everything = await self.search(ctx, replace(q, params=others, offset=0, count=MAX_COUNT))
+            everything = await self.search(ctx, replace(q, params=others, offset=0, count=BY_ID_WINDOW))
             found = [r for r in everything.resources if r["id"] in wanted]
         return page_in_memory(found, q, {"date": _sort_key("date"), "_lastUpdated": _sort_key("_lastUpdated")})
 

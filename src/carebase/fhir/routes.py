@@ -145,8 +145,8 @@ async def batch_or_transaction(request: Request, principal: CurrentPrincipal, se
     answer = await bundles.process(ctx, body, _interact)
     if "return=minimal" in (request.headers.get("prefer") or "").replace(" ", ""):
         # An importer wants each entry's outcome (status, location, etag), not its resource back.
-        for entry in answer["entry"]:
-            if entry and entry.get("resource", {}).get("resourceType") != "Bundle":
+        for sent, entry in zip(body.get("entry") or [], answer["entry"], strict=True):
+            if entry and sent["request"]["method"] in ("POST", "PUT"):
                 entry.pop("resource", None)
     return await fhir_response(answer)
 

@@ -6,12 +6,22 @@ The projector and the searches share these definitions, so what is indexed is wh
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-# The elements naming the patient a record is about, by the FHIR search parameter "patient".
-PATIENT_ELEMENTS = ("subject", "patient", "beneficiary")
+# The elements naming the patient a record is about, by the FHIR search parameter "patient"
+# (a Provenance names what it is the provenance of, the patient among them, in its targets).
+PATIENT_ELEMENTS = ("subject", "patient", "beneficiary", "target")
+# Types that may stand on their own, about no patient: the directory of other organizations, and
+# definitions (a medicine, a device in stock). Every other record must name its patient.
+STANDALONE = ("Device", "Location", "Medication", "Organization", "Practitioner", "PractitionerRole")
+# A reference's last 'Type/id' (relative, or the end of an absolute URL), its version left aside.
+_REFERENCE = re.compile(r"(?:^|/)([A-Z][A-Za-z]{1,63})/([A-Za-z0-9\-.]{1,64})(?:/_history/[A-Za-z0-9\-.]{1,64})?$")
+# Index terms longer than this are not indexed (a B-tree/GIN key has a size limit); such a token
+# is not searchable, the record is still kept.
+MAX_TERM = 512
 # The clinical date (the "date" search parameter), first found wins: when it happened, not when
 # it was written down, where the resource says both.
 DATE_ELEMENTS = ("effectiveDateTime", "effectiveInstant", "effectivePeriod.start", "period.start", "onsetDateTime",
@@ -47,20 +57,21 @@ def _at(resource: dict[str, Any], path: str) -> Any:
     return value
 
 
-def reference_id(value: Any, kind: str) -> str | None:
-    """The id of a ``kind`` reference ({"reference": "Patient/123"} -> "123")."""
+def split_reference(value: Any) -> tuple[str, str] | None:
+    """('Patient', '123') from {"reference": "Patient/123"} (or an absolute URL ending so)."""
     ref = value.get("reference") if isinstance(value, dict) else None
-    if isinstance(ref, str) and ref.startswith(kind + "/"):
-        return ref[len(kind) + 1:].split("/")[0] or None
-    return None
+    m = _REFERENCE.search(ref) if isinstance(ref, str) else None
+    return (m.group(1), m.group(2)) if m else None
 
 
 def patient_reference(resource: dict[str, Any]) -> str | None:
     """The id of the Patient the record is about, as the resource names it (or None)."""
     for element in PATIENT_ELEMENTS:
-        found = reference_id(resource.get(element), "Patient")
-        if found:
-            return found
+        value = resource.get(element)
+        for item in value if isinstance(value, list) else [value]:
+            found = split_reference(item)
+            if found and found[0] == "Patient":
+                return found[1]
     return None
 
 
@@ -74,9 +85,9 @@ def parse_date(value: Any) -> datetime | None:
         if len(value) == 7:
             return datetime(int(value[:4]), int(value[5:7]), 1, tzinfo=UTC)
         at = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
+        return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
+    except (ValueError, OverflowError):  # not a date, or one that falls off the calendar in UTC
         return None
-    return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
 
 
 def occurred_at(resource: dict[str, Any]) -> datetime | None:
@@ -108,7 +119,7 @@ def tokens(resource: dict[str, Any]) -> list[str]:
             for system, code in _codes(resource.get(element)):
                 out.add(f"{param}={code}".lower())
                 out.add(f"{param}={system or ''}|{code}".lower())
-    return sorted(out)
+    return sorted(t for t in out if len(t) <= MAX_TERM)
 
 
 def token_terms(param: str, value: str) -> list[str]:
@@ -122,10 +133,9 @@ def references(resource: Any) -> list[str]:
 
     def walk(value: Any) -> None:
         if isinstance(value, dict):
-            ref = value.get("reference")
-            if isinstance(ref, str) and "/" in ref and not ref.startswith("#"):
-                parts = ref.split("/")
-                found.add("/".join(parts[-2:]) if "_history" not in parts else "/".join(parts[-4:-2]))
+            target = split_reference(value)
+            if target:
+                found.add("/".join(target))
             for k, v in value.items():
                 if k != "contained":
                     walk(v)
@@ -134,7 +144,7 @@ def references(resource: Any) -> list[str]:
                 walk(v)
 
     walk(resource)
-    return sorted(found)
+    return sorted(t for t in found if len(t) <= MAX_TERM)
 
 
 def as_uuid(value: str | None) -> uuid.UUID | None:

@@ -1,7 +1,7 @@
 """The read model of outside records: one row per record, the resource as it stands now plus the
 columns its searches use (a projection of outside-record events)."""
 
-from sqlalchemy import Column, DateTime, Index, Integer, String, Table
+from sqlalchemy import Column, DateTime, Index, Integer, String, Table, Text
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 
 from carebase.platform.db import metadata
@@ -22,7 +22,7 @@ outside_records = projection_table(Table(
     Column("refs", ARRAY(String), nullable=False),
     Column("occurred_at", DateTime(timezone=True), nullable=True),  # the clinical date its date= searches
     Column("resource", JSONB, nullable=False),  # without id and meta: those are the row's
-    Column("source", String(200), nullable=True),  # the sending system, when it said (meta.source)
+    Column("source", Text, nullable=True),  # the sending system, when it said (meta.source)
     Column("received_by", UUID(as_uuid=True), nullable=False),
     Column("received_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),

@@ -11,6 +11,7 @@ it: a clinician reads them as the outside records they are. Each record is its o
 
 from __future__ import annotations
 
+import json
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -87,7 +88,11 @@ def _stored(resource: dict[str, Any]) -> dict[str, Any]:
 async def _patient_of(session: AsyncSession, principal: Principal, resource: dict[str, Any]) -> uuid.UUID | None:
     named = index.patient_reference(resource)
     if named is None:
-        return None
+        if resource["resourceType"] in index.STANDALONE:
+            return None
+        # A record about nobody in particular would be nobody's to read, or to erase.
+        raise ValidationFailed(f"A {resource['resourceType']} must name the patient it is about "
+                               "(subject or patient: Patient/<id>).", code="patient-required")
     patient_id = index.as_uuid(named)
     checked = session.info.setdefault(_CHECKED, set())
     if patient_id in checked:
@@ -106,10 +111,18 @@ async def _patient_of(session: AsyncSession, principal: Principal, resource: dic
     return patient_id
 
 
+def _check_text(resource: dict[str, Any]) -> None:
+    # PostgreSQL's jsonb cannot hold a NUL character (FHIR strings may not contain one either).
+    if "\\u0000" in json.dumps(resource):
+        raise ValidationFailed("The resource contains a NUL character (\\u0000), which FHIR strings may not hold.",
+                               code="nul-character")
+
+
 async def receive(session: AsyncSession, principal: Principal, resource: dict[str, Any]) -> OutsideRecord:
     """Keep a record another system sent (already a valid FHIR resource); it gets a new id."""
     require(principal, "write:charts")
     tenant_id = require_tenant(principal)
+    _check_text(resource)
     patient_id = await _patient_of(session, principal, resource)
     record_id = new_id()
     stored = _stored(resource)
@@ -129,6 +142,7 @@ async def revise(session: AsyncSession, principal: Principal, record_id: uuid.UU
     """Replace a record with the sender's corrected version (of the same patient)."""
     require(principal, "write:charts")
     current = await get(session, principal, record_id, resource["resourceType"])
+    _check_text(resource)
     if await _patient_of(session, principal, resource) != current.patient_id:
         raise ValidationFailed("A record cannot move to another patient; retract it and send it again.",
                                code="patient-changed")
@@ -156,12 +170,17 @@ async def _load(session: AsyncSession, tenant_id: uuid.UUID, record_id: uuid.UUI
     return _record(r)
 
 
+def _reads_directory(principal: Principal) -> bool:
+    """Who reads records about no patient (other organizations' practitioners, places): the
+    care team and integrations (read:charts), and the rest of the staff (read:providers)."""
+    return principal.can("read:charts") or (principal.is_staff and principal.can("read:providers"))
+
+
 async def _may_read(session: AsyncSession, principal: Principal, patient_id: uuid.UUID | None) -> None:
     """The same rules, and the same audit, as reading the patient; a record about no patient
-    (a practitioner, an organization) is the directory's: staff may read it."""
+    (a practitioner, an organization) is the directory's."""
     if patient_id is None:
-        require(principal, "read:charts", "read:providers")
-        if not principal.is_staff and not principal.can("*"):
+        if not _reads_directory(principal):
             raise Forbidden("Only staff read the directory of other organizations.", code="staff-only")
         return
     require(principal, "read:charts", "read:own_record")
@@ -276,17 +295,20 @@ async def find(session: AsyncSession, principal: Principal, c: Criteria, *, limi
     if c.patient_id is not None:
         require(principal, "read:charts", "read:own_record")
         patient = await patients.get_patient(session, principal, c.patient_id)
-    elif not principal.is_staff:
-        require(principal, "read:own_record")
-        patient = await patients.own_patient(session, principal)
+    elif principal.can("read:charts"):
+        pass  # the whole organization's
+    elif c.resource_type in index.STANDALONE:
+        if not _reads_directory(principal):
+            return [], 0  # a patient searching the directory: Carebase's own, not other organizations'
+        conds.append(t.c.patient_id.is_(None))
     else:
-        require(principal, "read:charts", "read:providers")
-        if not principal.can("read:charts"):
-            conds.append(t.c.patient_id.is_(None))  # the directory, not the charts
+        require(principal, "read:own_record")
+        patient = await patients.own_patient(session, principal)  # a patient's search covers their own
     if patient is not None:
         conds.append(t.c.patient_id.in_(await patients.record_ids(session, patient)))
     column = t.c.occurred_at if sort == "occurred" else t.c.updated_at
-    order = [column.desc().nulls_last() if newest_first else column.asc().nulls_last(), t.c.id]
+    # Undated records count as the oldest, either way round (as the FHIR side's merge sorts them).
+    order = [column.desc().nulls_last() if newest_first else column.asc().nulls_first(), t.c.id]
     rows = (await session.execute(select(t).where(*conds).order_by(*order).limit(limit).offset(offset))).all()
     found = [_record(r) for r in rows]
     total = None
@@ -342,12 +364,12 @@ async def of_patient(session: AsyncSession, principal: Principal, patient_id: uu
         t.c.patient_id.in_(await patients.record_ids(session, patient)))
         .order_by(t.c.occurred_at.asc().nulls_first(), t.c.id))).all()
     found = [_record(r) for r in rows]
-    named = {ref for r in found for ref in index.references(r.resource) if not ref.startswith("Patient/")}
-    ids = [index.as_uuid(ref.split("/")[1]) for ref in named]
+    named = {ref.partition("/") for r in found for ref in index.references(r.resource)}
+    ids = {index.as_uuid(rid) for kind, _, rid in named if kind in index.STANDALONE} - {None}
     if ids:
         rows = (await session.execute(select(t).where(
             t.c.tenant_id == tenant_id, t.c.deleted_at.is_(None), t.c.patient_id.is_(None),
-            t.c.id.in_([i for i in ids if i])))).all()
+            t.c.resource_type.in_(index.STANDALONE), t.c.id.in_(ids)))).all()
         found += [_record(r) for r in rows]
     return found
 
