@@ -41,6 +41,7 @@ def _kept(resource: dict) -> dict:
             "country": country if isinstance(country, str) and len(country) == 2 else None}
 
 
+@pytest.mark.one_backend
 @pytest.mark.parametrize("path", PATIENTS, ids=[p.stem for p in PATIENTS])
 def test_each_patient_example_imports_reads_back_and_is_found(client, path):
     doctor = login(client, "doctor@demo.carebase.local")

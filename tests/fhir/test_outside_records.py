@@ -316,6 +316,7 @@ def test_the_examples_of_every_creatable_type_are_installed():
     assert len(EXAMPLE_FILES) >= 150, f"hl7.fhir.r4.examples is not installed under {EXAMPLES}"
 
 
+@pytest.mark.one_backend
 @pytest.mark.parametrize("path", EXAMPLE_FILES, ids=[p.stem for p in EXAMPLE_FILES])
 def test_each_official_example_imports_reads_back_and_is_found(client, doctor, patient, path):
     example = _pointed_at(json.loads(path.read_text()), patient)
