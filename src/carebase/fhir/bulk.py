@@ -192,9 +192,12 @@ async def run_export(db: Database, export_id: str, tenant_id: str) -> None:
                 # practitioners and places their records name as well.
                 async for batch in outside.export(session, principal, since=r.since, patient_ids=ids,
                                                   types=received, about_patients=r.level != "system"):
+                    by_type: dict[str, list[dict[str, Any]]] = {}
                     for rec in batch:
-                        files[rec.resource_type].append(_lines([outside_resource(rec)]))
-                        counts[rec.resource_type] += 1
+                        by_type.setdefault(rec.resource_type, []).append(outside_resource(rec))
+                    for name, out in by_type.items():
+                        files[name].append(_lines(out))
+                        counts[name] += len(out)
                     total += len(batch)
                     await _set(db, tid, eid, progress=f"{total} resources written")
             if r.level == "system":  # the directory: a few rows, read whole

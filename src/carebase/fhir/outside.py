@@ -103,7 +103,7 @@ def _criteria(kind: str, q: Query) -> outside.Criteria:
         c.ids = [u for u in map(index.as_uuid, ids) if u]
     for param in index.TOKEN_PARAMS:
         for values in q.each(param):
-            c.tokens.append([term for v in values for term in index.token_terms(param, v)])
+            c.tokens.append([f"{param}={v}".lower() for v in values])  # as index.tokens writes them
     for param, target in REFERENCE_PARAMS.items():
         for values in q.each(param):
             c.refs.append([f"{target}/{ref_id(v, target)}" for v in values if ref_id(v, target)] or ["-"])
@@ -195,23 +195,8 @@ class OutsideResource(_Outside, Resource):
     """A type served from outside records alone."""
     sort_params = ("date", "_lastUpdated")
 
-    async def read(self, ctx, rid):
-        return await self._read(ctx, rid)
-
-    async def vread(self, ctx, rid, version):
-        return await self._vread(ctx, rid, version)
-
-    async def history(self, ctx, rid):
-        return await self._history(ctx, rid)
-
-    async def create(self, ctx, body):
-        return await self._create(ctx, body)
-
-    async def update(self, ctx, rid, body, expected_version):
-        return await self._update(ctx, rid, body, expected_version)
-
-    async def delete(self, ctx, rid):
-        await self._delete(ctx, rid)
+    read, vread, history = _Outside._read, _Outside._vread, _Outside._history
+    create, update, delete = _Outside._create, _Outside._update, _Outside._delete
 
     async def search(self, ctx: Ctx, q: Query) -> Page:
         ctx.allow(self.type, "s")

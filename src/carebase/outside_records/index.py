@@ -122,11 +122,6 @@ def tokens(resource: dict[str, Any]) -> list[str]:
     return sorted(t for t in out if len(t) <= MAX_TERM)
 
 
-def token_terms(param: str, value: str) -> list[str]:
-    """The index terms a token search value matches: 'code=http://loinc.org|8867-4' or 'code=8867-4'."""
-    return [f"{param}={value}".lower()]
-
-
 def references(resource: Any) -> list[str]:
     """Every 'Type/id' reference the resource makes (its own contained ones aside)."""
     found: set[str] = set()

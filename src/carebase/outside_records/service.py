@@ -65,7 +65,7 @@ class Criteria:
     resource_type: str
     patient_id: uuid.UUID | None = None
     ids: list[uuid.UUID] | None = None
-    tokens: list[list[str]] = field(default_factory=list)  # index terms, see index.token_terms
+    tokens: list[list[str]] = field(default_factory=list)  # index terms, see index.tokens: 'code=system|x'
     refs: list[list[str]] = field(default_factory=list)  # 'Encounter/<id>'
     occurred: list[tuple[str, datetime, datetime]] = field(default_factory=list)
     updated: list[tuple[str, datetime, datetime]] = field(default_factory=list)
@@ -319,15 +319,6 @@ async def find(session: AsyncSession, principal: Principal, c: Criteria, *, limi
         await audit.record_reads(session, principal, patient_ids=sorted({r.patient_id for r in found if r.patient_id}),
                                  record_type=c.resource_type, purpose=audit.purpose_of(principal, None))
     return found, total
-
-
-async def referring(session: AsyncSession, principal: Principal, resource_type: str,
-                    targets: list[str]) -> list[OutsideRecord]:
-    """Records of a type that refer to any of these ('Encounter/<id>'): FHIR _revinclude."""
-    if not targets:
-        return []
-    found, _ = await find(session, principal, Criteria(resource_type, refs=[targets]), limit=10_000, count=False)
-    return found
 
 
 async def export(session: AsyncSession, principal: Principal, *, since: datetime | None = None,
