@@ -15,7 +15,7 @@ from sqlalchemy import text
 
 from carebase import domains
 from carebase.identity import service as identity_service
-from carebase.platform import failpoints, realtime
+from carebase.platform import failpoints, heap, realtime
 from carebase.platform import logging as cblogging
 from carebase.platform.db import Database, libpq_url
 from carebase.platform.errors import ServiceUnavailable
@@ -54,6 +54,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         app.state.hub = realtime.Hub(libpq_url(db().urls.app))
+        heap.settle()
         yield
         await app.state.hub.stop()
         if database is None and state["db"] is not None:

@@ -22,6 +22,7 @@ from fhir.resources.R4B import get_fhir_model_class as r4b_model
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from carebase.fhir import shapes
 from carebase.platform.authz import Principal, require_smart
 from carebase.platform.errors import (
     DomainError,
@@ -78,6 +79,8 @@ def invalid(detail: str, expression: str | None = None) -> ValidationFailed:
 def validate(resource: dict[str, Any]) -> dict[str, Any]:
     """The resource if ``fhir.resources`` (R4B models, identical to R4 for what Carebase serves)
     accepts it; otherwise 422 naming the first bad element."""
+    if shapes.known_valid(resource):
+        return resource
     kind = resource.get("resourceType")
     if not isinstance(kind, str):
         raise invalid("The resource has no resourceType.", "resourceType")
@@ -86,12 +89,13 @@ def validate(resource: dict[str, Any]) -> dict[str, Any]:
     except (KeyError, ValueError, AttributeError):
         raise invalid(f"{kind} is not a FHIR R4 resource type.", "resourceType") from None
     try:
-        model.model_validate(resource)
+        instance = model.model_validate(resource)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first.get("loc", ()) if p != "__root__")
         raise invalid(f"{kind}: {where or 'resource'}: {first.get('msg', 'invalid')}",
                       f"{kind}.{where}" if where else kind) from None
+    shapes.remember(resource, instance)
     return resource
 
 
