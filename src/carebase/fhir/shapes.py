@@ -27,17 +27,20 @@ from typing import Any
 
 from pydantic import BaseModel, TypeAdapter
 
-_MAX_SHAPES = 20_000
-_MAX_KNOWN_VALUES = 200_000
+# Bounds on memory: a shape is a few kilobytes; a primitive type's remembered values are forgotten
+# all at once when there are too many (the common ones come back with the next page).
+_MAX_SHAPES = 10_000
+_MAX_KNOWN_VALUES = 20_000
+
+Check = tuple[Callable[[Any], Any], set]  # a primitive type's validator, and the values it passed
 
 # A shape: the nested keys with each value replaced by its Python type (the resourceType kept,
-# since it picks the model) -> the validator of each value, in walk order; None when some element
+# since it picks the model) -> the check of each value, in walk order; None when some element
 # could not be resolved (that shape always takes the full validation).
-_SHAPES: OrderedDict[tuple, list[tuple[Callable[[Any], Any], set]] | None] = OrderedDict()
-# Per primitive type, the (Python type, value) pairs it has already passed: most values repeat
-# (systems, codes, "official"). The Python type is part of it because True == 1 == 1.0.
-_KNOWN: dict[int, set] = {}
-_ADAPTERS: dict[Any, TypeAdapter] = {}
+_SHAPES: OrderedDict[tuple, list[Check] | None] = OrderedDict()
+# One check per primitive type, shared by every shape. The values are kept as (Python type,
+# value) pairs because True == 1 == 1.0. Most values repeat (systems, codes, "official").
+_CHECKS: dict[Any, Check] = {}
 
 
 def _walk(value: Any, key: list, leaves: list) -> None:
@@ -81,7 +84,7 @@ def known_valid(resource: dict[str, Any]) -> bool:
             continue
         try:
             check(value)
-        except ValueError:  # pydantic's ValidationError included
+        except Exception:  # noqa: BLE001 - any failure: the full validation decides, with its message
             return False
         if len(known) > _MAX_KNOWN_VALUES:
             known.clear()
@@ -94,15 +97,15 @@ def remember(resource: dict[str, Any], instance: BaseModel) -> None:
     key, leaves = shape(resource)
     if key in _SHAPES:
         return
-    adapters: list[TypeAdapter] = []
+    checks: list[Check] = []
     try:
-        _types(resource, instance, adapters)
-        if len(adapters) != len(leaves):
+        _types(resource, instance, checks)
+        if len(checks) != len(leaves):
             raise LookupError("a value without its element")
     except (LookupError, TypeError, AttributeError):
         _SHAPES[key] = None
     else:
-        _SHAPES[key] = [(a.validate_python, _KNOWN[id(a)]) for a in adapters]
+        _SHAPES[key] = checks
     if len(_SHAPES) > _MAX_SHAPES:
         _SHAPES.popitem(last=False)
 
@@ -122,7 +125,7 @@ def _fields(cls: type[BaseModel]) -> dict[str, tuple[str, Any]]:
 _FIELDS: dict[type, dict[str, tuple[str, Any]]] = {}
 
 
-def _types(data: dict[str, Any], instance: BaseModel, out: list[TypeAdapter]) -> None:
+def _types(data: dict[str, Any], instance: BaseModel, out: list[Check]) -> None:
     fields = _fields(type(instance))
     for k, v in data.items():
         if k == "resourceType" and isinstance(v, str):
@@ -131,7 +134,7 @@ def _types(data: dict[str, Any], instance: BaseModel, out: list[TypeAdapter]) ->
         _value_types(v, getattr(instance, name), annotation, out)
 
 
-def _value_types(value: Any, parsed: Any, annotation: Any, out: list[TypeAdapter]) -> None:
+def _value_types(value: Any, parsed: Any, annotation: Any, out: list[Check]) -> None:
     if value is None:
         return
     if isinstance(value, dict):
@@ -145,7 +148,7 @@ def _value_types(value: Any, parsed: Any, annotation: Any, out: list[TypeAdapter
         for v, p in zip(value, parsed, strict=True):
             _value_types(v, p, item, out)
     else:
-        out.append(_adapter(_single(annotation)))
+        out.append(_check(_single(annotation)))
 
 
 def _without_none(annotation: Any) -> list[Any]:
@@ -170,14 +173,13 @@ def _single(annotation: Any) -> Any:
     return options[0]
 
 
-def _adapter(annotation: Any) -> TypeAdapter:
+def _check(annotation: Any) -> Check:
     try:
-        adapter = _ADAPTERS.get(annotation)
+        check = _CHECKS.get(annotation)
     except TypeError:  # an unhashable annotation
         raise LookupError("an annotation that cannot be cached") from None
-    if adapter is None:
+    if check is None:
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
             raise LookupError("a primitive value where an element is declared")
-        adapter = _ADAPTERS[annotation] = TypeAdapter(annotation)
-        _KNOWN[id(adapter)] = set()
-    return adapter
+        check = _CHECKS[annotation] = (TypeAdapter(annotation).validate_python, set())
+    return check
