@@ -27,9 +27,12 @@ from typing import Any
 
 from pydantic import BaseModel, TypeAdapter
 
-# Bounds on memory: a shape is a few kilobytes; a primitive type's remembered values are forgotten
-# all at once when there are too many (the common ones come back with the next page).
-_MAX_SHAPES = 10_000
+# Bounds on memory. A shape costs about 12 bytes per item of its key (a Patient's has ~120); a large
+# resource (a Claim with hundreds of items) rarely repeats its shape exactly, so it is not kept.
+# A primitive type's remembered values are forgotten all at once when there are too many (the
+# common ones come back with the next page).
+_MAX_SHAPES = 2_000
+_MAX_SHAPE_ITEMS = 1_000
 _MAX_KNOWN_VALUES = 20_000
 
 Check = tuple[Callable[[Any], Any], set]  # a primitive type's validator, and the values it passed
@@ -95,7 +98,7 @@ def known_valid(resource: dict[str, Any]) -> bool:
 def remember(resource: dict[str, Any], instance: BaseModel) -> None:
     """Keep the shape of a resource that just passed the full validation as ``instance``."""
     key, leaves = shape(resource)
-    if key in _SHAPES:
+    if key in _SHAPES or len(key) > _MAX_SHAPE_ITEMS:
         return
     checks: list[Check] = []
     try:
