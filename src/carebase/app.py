@@ -15,7 +15,7 @@ from sqlalchemy import text
 
 from carebase import domains
 from carebase.identity import service as identity_service
-from carebase.platform import failpoints, heap, realtime
+from carebase.platform import failpoints, heap, realtime, routing
 from carebase.platform import logging as cblogging
 from carebase.platform.db import Database, libpq_url
 from carebase.platform.errors import ServiceUnavailable
@@ -102,4 +102,5 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     async def index(request: Request):
         return templates.TemplateResponse(request, "index.html", {"demo": settings.demo_password is not None})
 
+    routing.index_routes(app)
     return app

@@ -31,9 +31,9 @@ from carebase.scheduling import service as _scheduling_jobs  # noqa: F401  (the 
 from carebase.tenants import events as _tenants_events  # noqa: F401
 
 ROUTERS = (
-    # First: FastAPI tries routes in order, and a FHIR path would otherwise walk past every route
-    # of the JSON API before it matched (a few milliseconds per request); no JSON API path starts
-    # with /fhir, and the facade's two /api/v1 routes are the record exports, which nothing else takes.
+    # First: FastAPI tries routes in order, and platform/routing.py lets a router whose paths
+    # cannot match decline at once. The facade's two /api/v1 routes (the record exports) are taken
+    # by nothing else, so its place ahead of the JSON API changes no match.
     "carebase.fhir.routes",
     "carebase.identity.routes",
     "carebase.tenants.routes",

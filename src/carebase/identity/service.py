@@ -34,7 +34,7 @@ from carebase.identity.models import (
 )
 from carebase.platform import crypto, delivery, eventstore, ratelimit, tokens
 from carebase.platform.authz import Principal, parse_smart_scopes, require, require_tenant
-from carebase.platform.db import set_context
+from carebase.platform.db import first_row, set_context
 from carebase.platform.errors import Conflict, Forbidden, NotAuthenticated, NotFound, TooManyRequests, ValidationFailed
 from carebase.platform.ids import new_id
 from carebase.platform.logging import get_logger
@@ -359,6 +359,9 @@ async def logout(session: AsyncSession, principal: Principal, refresh_token: str
             await _revoke_session(session, row.session_id, "logout")
 
 
+_SESSION_SQL = f"SELECT revoked_at FROM {auth_sessions.name} WHERE id = %s"
+
+
 async def check_session_active(session: AsyncSession, principal: Principal) -> None:
     """Access tokens die with their session: logout and reuse detection take effect at once (and
     an integration's with its API key: revoking the key ends its tokens)."""
@@ -370,9 +373,9 @@ async def check_session_active(session: AsyncSession, principal: Principal) -> N
         return
     if principal.session_id is None:
         raise NotAuthenticated("The access token is not valid.", code="invalid-token")
-    revoked = (await session.execute(
-        select(auth_sessions.c.revoked_at).where(auth_sessions.c.id == principal.session_id))).first()
-    if revoked is None or revoked.revoked_at is not None:
+    # Every authenticated request asks this: one pipelined round trip with the tenant context.
+    revoked = await first_row(session, _SESSION_SQL, (principal.session_id,))
+    if revoked is None or revoked[0] is not None:
         raise NotAuthenticated("This session has ended; sign in again.", code="session-ended")
 
 

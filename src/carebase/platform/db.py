@@ -112,6 +112,19 @@ async def send_pending_context(pg: AsyncConnection, info: dict) -> None:
         await pg.execute(_CONTEXT_SQL, pending)
 
 
+async def first_row(session: AsyncSession, sql: str, params: tuple) -> tuple | None:
+    """The first row of one plain SQL read in the session's transaction, in a single round trip
+    with the pending tenant context (prepared once per connection by psycopg). For reads on every
+    request's path, where SQLAlchemy's statement building and the context's own round trip cost
+    more than the query; everything else reads through the session."""
+    pg, info = await raw_connection(session)
+    async with pg.pipeline():
+        await send_pending_context(pg, info)
+        cur = pg.cursor()
+        await cur.execute(sql, params)
+    return await cur.fetchone()
+
+
 def _before_cursor_execute(conn, cursor, statement, parameters, context, executemany) -> None:
     pg = conn.connection.driver_connection
     if pg.pgconn.pipeline_status != pq.PipelineStatus.OFF:

@@ -47,7 +47,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
 from carebase.platform import context, crypto, failpoints
-from carebase.platform.db import metadata, raw_connection, send_pending_context
+from carebase.platform.db import first_row, metadata, raw_connection, send_pending_context
 from carebase.platform.errors import Conflict
 
 events = Table(
@@ -308,14 +308,9 @@ async def append(
     """
     # The hot path talks to psycopg directly (prepared statements, pipelined, no ORM layer):
     # appends are every write's cost. Same connection, same transaction as the session.
-    pg, info = await raw_connection(session)
     head = _known_head(session, stream_id, expected_version)
     if head is None:
-        async with pg.pipeline():
-            await send_pending_context(pg, info)
-            cur = pg.cursor()
-            await cur.execute(_HEAD_SQL, (stream_id,))
-            row = await cur.fetchone()
+        row = await first_row(session, _HEAD_SQL, (stream_id,))
         head = (row[0], bytes(row[1])) if row else (0, GENESIS)
     current, prev = head
     if expected_version is not None and current != expected_version:
@@ -349,6 +344,7 @@ async def append(
         stored.append(StoredEvent(position=0, tenant_id=tenant_id, stream_type=stream_type, stream_id=stream_id,
                                   version=current + i, type=ev.type, data=dict(ev.data), metadata=meta,
                                   recorded_at=now, phi=ev.phi))
+    pg, info = await raw_connection(session)
     cursors = []
     try:
         async with pg.pipeline():

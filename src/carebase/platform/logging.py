@@ -38,6 +38,9 @@ def configure(level: str = "INFO", log_file: Path | None = None) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     structlog.configure(
         processors=[
+            # First: a line below the level is dropped before it is stamped and rendered (every
+            # request logs at INFO; a server at WARNING would otherwise render it for nothing).
+            structlog.stdlib.filter_by_level,
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
