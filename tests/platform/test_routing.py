@@ -62,6 +62,23 @@ def test_a_path_no_domain_serves_is_answered_without_asking_any_domain_router(se
     assert client.get("/metrics").status_code == 200
 
 
+def test_a_route_added_to_a_router_after_indexing_is_still_found():
+    from fastapi import APIRouter, FastAPI
+    from starlette.testclient import TestClient
+
+    app, router = FastAPI(), APIRouter()
+    router.add_api_route("/a/x", lambda: {"route": "a"}, methods=["GET"])
+    app.include_router(router)
+    routing.index_routes(app)
+    assert "matches" in vars(app.router.routes[-1])  # the included router is guarded
+    with TestClient(app) as client:
+        assert client.get("/a/x").json() == {"route": "a"}
+        assert client.get("/b/y").status_code == 404
+        router.add_api_route("/b/y", lambda: {"route": "b"}, methods=["GET"])
+        assert client.get("/b/y").json() == {"route": "b"}
+        assert client.get("/c").status_code == 404
+
+
 @pytest.mark.parametrize("path, prefixes", [
     ("/api/v1/patients/{patient_id}", {"/api/v1/patients/"}),
     ("/health", {"/health"}),

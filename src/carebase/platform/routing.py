@@ -45,9 +45,19 @@ def literal_prefixes(route: BaseRoute, prefix: str = "") -> set[str] | None:
     return None
 
 
-def _guarded(matches: Callable, prefixes: tuple[str, ...]) -> Callable:
+def _guarded(route: BaseRoute, prefixes: set[str]) -> Callable:
+    matches = route.matches
+    router = getattr(route, "original_router", None)
+    known = [tuple(sorted(prefixes)), len(router.routes) if router is not None else 0]
+
     def guarded_matches(scope):
-        if not get_route_path(scope).startswith(prefixes):
+        if router is not None and len(router.routes) != known[1]:
+            # A route was added to the router after indexing (tests do): read its paths again.
+            fresh = literal_prefixes(route)
+            if fresh is None or "" in fresh or "/" in fresh:
+                return matches(scope)
+            known[:] = [tuple(sorted(fresh)), len(router.routes)]
+        if not get_route_path(scope).startswith(known[0]):
             return _NO_MATCH
         return matches(scope)
 
@@ -62,6 +72,6 @@ def index_routes(app: FastAPI) -> int:
         prefixes = literal_prefixes(route)
         if not prefixes or "" in prefixes or "/" in prefixes:
             continue  # cannot be told, or may match anything: a guard would only cost
-        route.matches = _guarded(route.matches, tuple(sorted(prefixes)))
+        route.matches = _guarded(route, prefixes)
         guarded += 1
     return guarded
