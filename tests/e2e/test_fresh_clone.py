@@ -70,3 +70,24 @@ def test_dev_serve_from_a_fresh_clone(tmp_path):
             proc.wait(30)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
+        _stop_embedded_server(tmp_path / "home" / "pgdata")
+
+
+def _stop_embedded_server(pgdata: Path) -> None:
+    """The embedded PostgreSQL outlives `./dev serve` on purpose (the next one attaches to it), so
+    a test that is done with it stops it: otherwise every run of the suite leaves one behind."""
+    pidfile = pgdata / "postmaster.pid"
+    if not pidfile.exists():
+        return
+    pid = int(pidfile.read_text().split()[0])
+    try:
+        os.kill(pid, signal.SIGINT)  # PostgreSQL's fast shutdown
+    except ProcessLookupError:
+        return
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.2)
