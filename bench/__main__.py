@@ -2,10 +2,12 @@
 
 1. Event appends/s (hash chain + projection, through the event store) vs raw single-row INSERT
    transactions/s on the same PostgreSQL: 1 client (target ratio >= 0.5) and 8 clients writing
-   different streams (target >= 0.3).
+   different streams (target >= 0.3). Beside each, what the same statements reach hand-written on
+   plain psycopg, one transaction per append: the most any event store in Python could do here.
 2. Authenticated GET /api/v1/me requests/s vs a bare ASGI hello-world, both served by uvicorn with
    the same settings, load from a separate process (wrk, 32 connections): target ratio >= 0.2 and
-   p99 < 50 ms.
+   p99 < 50 ms. For reading it: FastAPI's own hello-world, and Carebase's GET /health (no token, no
+   database) against the same ceiling.
 3. Clinical core (issue 4, bench/clinical.py): patient search and chart load latency over 100,000
    patients and 1,000,000 encounters, concurrent booking throughput, calendar push latency.
 4. Notifications (issue 5, bench/notifications.py): deliveries/s through the local channels with 2
@@ -29,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import shutil
 import sys
@@ -39,6 +40,7 @@ import uuid
 from pathlib import Path
 
 import psycopg
+from psycopg.types.json import Jsonb
 from sqlalchemy import Column, Integer, Table
 from sqlalchemy.dialects.postgresql import UUID, insert
 
@@ -86,6 +88,46 @@ async def event_appends(settings, urls, clients: int, seconds: float) -> float:
     return sum(counts) / elapsed
 
 
+async def hand_written_appends(settings, urls, clients: int, seconds: float) -> float:
+    """The ceiling over ``event_appends``: the same statements on the same role, written by hand on
+    plain psycopg with nothing between them (no session, no projector registry, no checks), one
+    transaction per append in one pipeline. Whatever the event store does, it cannot beat this on
+    this machine's Python; printed beside the target so a miss can be read against what is possible."""
+    from datetime import UTC, datetime
+
+    from carebase.platform import crypto
+    from carebase.platform.db import _CONTEXT_SQL, libpq_url
+    from carebase.platform.eventstore import _INSERT_SQL, GENESIS, _hash_body  # the very statement and hash
+
+    ring = crypto.keyring()
+    tenant = uuid.uuid4()
+
+    async def client() -> int:
+        n, stream, prev = 0, uuid.uuid4(), GENESIS
+        async with await psycopg.AsyncConnection.connect(libpq_url(urls.app)) as conn:
+            deadline = time.perf_counter() + seconds
+            while time.perf_counter() < deadline:
+                n += 1
+                now, data = datetime.now(UTC), {"n": n}
+                row = {"tenant_id": tenant, "stream_type": "bench", "stream_id": stream, "version": n,
+                       "type": "bench.happened", "data": data, "metadata": {}, "recorded_at": now}
+                prev = ring.chain_hash(prev, _hash_body(row))
+                async with conn.pipeline(), conn.transaction():
+                    await conn.execute(_CONTEXT_SQL, (str(tenant), ""))
+                    await conn.execute(_INSERT_SQL, (tenant, "bench", stream, n, "bench.happened", Jsonb(data),
+                                                     Jsonb({}), now, prev))
+                    await conn.execute(PROJECTION_UPSERT, (stream, n))
+        return n
+
+    started = time.perf_counter()
+    counts = await asyncio.gather(*(client() for _ in range(clients)))
+    return sum(counts) / (time.perf_counter() - started)
+
+
+PROJECTION_UPSERT = ("INSERT INTO bench_projection (stream_id, version) VALUES (%s, %s) "
+                     "ON CONFLICT (stream_id) DO UPDATE SET version = excluded.version")
+
+
 # -- 2. HTTP ---------------------------------------------------------------------------------
 
 
@@ -122,8 +164,9 @@ def http_bench(settings, urls, seconds: float, tmp: Path) -> dict:
         hello_r = wrk(f"{hello}/", seconds, 32, {})
         me = wrk(f"{cb}/api/v1/me", seconds, 32, auth)
         fastapi_r = wrk(f"{fastapi_hello}/", seconds, 32, {})
+        health = wrk(f"{cb}/health", seconds, 32, {})
     return {"hello_rps": hello_r.rps, "hello_p99": hello_r.p99_ms, "me_rps": me.rps, "me_p99": me.p99_ms,
-            "fastapi_rps": fastapi_r.rps}
+            "fastapi_rps": fastapi_r.rps, "health_rps": health.rps}
 
 
 def main() -> None:
@@ -147,8 +190,11 @@ def main() -> None:
             for clients, target in ((1, 0.5), (8, 0.3)):
                 raw = asyncio.run(raw_inserts(dsn, clients, opts.seconds))
                 app = asyncio.run(event_appends(settings, urls, clients, opts.seconds))
+                floor = asyncio.run(hand_written_appends(settings, urls, clients, opts.seconds))
                 rows.append(Row(f"event appends/s vs raw INSERT tx/s, {clients} client(s)", app, raw, app / raw,
                                 f">= {target}", app / raw >= target))
+                rows.append(Row(f"(reference) hand-written psycopg, same statements, {clients} client(s)",
+                                floor, raw, floor / raw, "-", None))
         if opts.only in (None, "http"):
             h = http_bench(settings, urls, opts.seconds, tmp)
             ratio = h["me_rps"] / h["hello_rps"]
@@ -159,6 +205,10 @@ def main() -> None:
             # For reading the line above: the share of the ceiling the framework alone leaves us.
             rows.append(Row("(reference) FastAPI hello-world req/s vs ASGI hello-world", h["fastapi_rps"],
                             h["hello_rps"], h["fastapi_rps"] / h["hello_rps"], "-", None))
+            # Carebase's own floor: a route that does nothing (no token, no database), through the
+            # same middleware and routing /me goes through.
+            rows.append(Row("(reference) Carebase GET /health req/s vs ASGI hello-world", h["health_rps"],
+                            h["hello_rps"], h["health_rps"] / h["hello_rps"], "-", None))
         # Before clinical: its bookings park thousands of future reminder jobs in the job queue,
         # which every job fetch then walks past (see docs/benchmarks.md, Notifications).
         if opts.only in (None, "notifications"):
