@@ -45,18 +45,27 @@ def literal_prefixes(route: BaseRoute, prefix: str = "") -> set[str] | None:
     return None
 
 
-def _guarded(route: BaseRoute, prefixes: set[str]) -> Callable:
+def _guard_for(route: BaseRoute) -> tuple[str, ...] | None:
+    """The sorted prefixes to guard ``route`` by; None where a guard cannot be told or would only
+    cost (a path that may match anything)."""
+    prefixes = literal_prefixes(route)
+    if not prefixes or "" in prefixes or "/" in prefixes:
+        return None
+    return tuple(sorted(prefixes))
+
+
+def _guarded(route: BaseRoute, prefixes: tuple[str, ...]) -> Callable:
     matches = route.matches
     router = getattr(route, "original_router", None)
-    known = [tuple(sorted(prefixes)), len(router.routes) if router is not None else 0]
+    known = [prefixes, len(router.routes) if router is not None else 0]
 
     def guarded_matches(scope):
         if router is not None and len(router.routes) != known[1]:
             # A route was added to the router after indexing (tests do): read its paths again.
-            fresh = literal_prefixes(route)
-            if fresh is None or "" in fresh or "/" in fresh:
+            fresh = _guard_for(route)
+            if fresh is None:
                 return matches(scope)
-            known[:] = [tuple(sorted(fresh)), len(router.routes)]
+            known[:] = [fresh, len(router.routes)]
         if not get_route_path(scope).startswith(known[0]):
             return _NO_MATCH
         return matches(scope)
@@ -69,9 +78,8 @@ def index_routes(app: FastAPI) -> int:
     every route is added). Returns how many entries got a guard."""
     guarded = 0
     for route in app.router.routes:
-        prefixes = literal_prefixes(route)
-        if not prefixes or "" in prefixes or "/" in prefixes:
-            continue  # cannot be told, or may match anything: a guard would only cost
-        route.matches = _guarded(route, prefixes)
-        guarded += 1
+        prefixes = _guard_for(route)
+        if prefixes is not None:
+            route.matches = _guarded(route, prefixes)
+            guarded += 1
     return guarded
