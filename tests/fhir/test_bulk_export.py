@@ -41,7 +41,7 @@ def _ndjson(client, token, url: str) -> list[dict]:
     return [json.loads(line) for line in r.text.splitlines() if line]
 
 
-def test_system_export_writes_ndjson_per_type(client, worker):
+def test_system_export_writes_ndjson_per_type(client, worker, backend):
     admin = login(client, "admin@demo.carebase.local")
     r = client.get(f"{FHIR}/$export", headers={**bearer(admin), **ASYNC})
     assert r.status_code == 202, r.text
@@ -58,6 +58,15 @@ def test_system_export_writes_ndjson_per_type(client, worker):
     # The files are the requester's: another account (even an admin elsewhere) cannot follow or fetch.
     other = login(client, "admin@demo2.carebase.local")
     assert_outcome(client.get(r.headers["content-location"], headers=bearer(other)), 404)
+    # Files are streamed from storage; one that is not in the manifest, or gone from storage, is a
+    # clean 404 before any byte is sent.
+    url = by_type["Patient"]["url"]
+    assert_outcome(client.get(url.rsplit("/", 1)[0] + "/Spaceship.ndjson", headers=bearer(admin)), 404,
+                   "export-file-not-found")
+    export_id = url.split("/")[-2]
+    (stored,) = (backend.settings.home / "storage" / "exports").glob(f"*/{export_id}/Patient.ndjson")
+    stored.unlink()
+    assert_outcome(client.get(url, headers=bearer(admin)), 404, "file-not-found")
     assert_outcome(client.get(by_type["Patient"]["url"], headers=bearer(other)), 404)
     assert client.get(by_type["Patient"]["url"]).status_code == 401
 
@@ -121,3 +130,45 @@ def test_kick_off_refusals_and_cancel(client, worker):
     assert client.get(status, headers=bearer(doctor)).status_code == 202
     assert client.delete(status, headers=bearer(doctor)).status_code == 202
     assert_outcome(client.get(status, headers=bearer(doctor)), 404, "export-cancelled")
+
+
+def test_the_job_holds_one_batch_not_the_export(tmp_path):
+    """The export's files grow on disk batch by batch (Spool), and reach storage from there in
+    chunks (put_file): a 20 MB export never has more than a few batches' worth in memory."""
+    import asyncio
+    import tracemalloc
+
+    from pydantic import SecretStr
+
+    from carebase.fhir.bulk import Spool
+    from carebase.platform.storage import LocalStorage
+    from carebase.settings import Settings
+
+    async def export() -> tuple[int, int, int]:
+        spool = Spool(tmp_path / "home", ["Observation", "Patient"])
+        try:
+            for n in range(20):  # 20 batches of 1,000 ~1 KB resources
+                batch = [{"resourceType": "Observation", "id": f"{n}-{i}", "status": "final",
+                          "note": [{"text": "x" * 1000}]} for i in range(1000)]
+                await spool.write("Observation", batch)
+                del batch
+            assert spool.counts == {"Observation": 20_000, "Patient": 0}
+            size = spool.path("Observation").stat().st_size
+            store = LocalStorage(Settings(home=tmp_path / "home", secret_key=SecretStr("s" * 40)))
+            await store.put_file("exports/t/e/Observation.ndjson", spool.path("Observation"), "application/fhir+ndjson")
+            peak = tracemalloc.get_traced_memory()[1]  # before this test reads the file back whole
+            stored = store.path_for("exports/t/e/Observation.ndjson")
+            lines = stored.read_bytes().splitlines()
+            assert len(lines) == 20_000 and json.loads(lines[-1])["id"] == "19-999"
+            return size, stored.stat().st_size, peak
+        finally:
+            spool.close()
+
+    tracemalloc.start()
+    try:
+        size, stored, peak = asyncio.run(export())
+    finally:
+        tracemalloc.stop()
+    assert size == stored > 20_000_000
+    assert peak < size / 4, f"peak {peak} bytes for a {size}-byte export"
+    assert not list((tmp_path / "home").glob(".export-*"))  # the spool cleans up after itself

@@ -84,6 +84,9 @@ class S3StandIn(StandIn):
         if bucket != self.bucket:
             return s3_error(404, "NoSuchBucket", "The specified bucket does not exist", resource, BucketName=bucket)
         if received.method == "PUT":
+            if "content-length" not in received.headers:  # S3 takes no plain chunked upload
+                return s3_error(411, "MissingContentLength", "You must provide the Content-Length HTTP header.",
+                                resource)
             etag = '"' + hashlib.md5(received.body).hexdigest() + '"'  # noqa: S324 - S3's ETag is MD5
             self.objects[key] = StoredObject(received.body, received.headers.get("content-type",
                                                                                  "binary/octet-stream"),

@@ -9,9 +9,13 @@ the read audit) and writes the files to the configured storage.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import tempfile
 import uuid
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
@@ -123,11 +127,20 @@ def _key(r, file: str) -> str:
     return f"exports/{r.tenant_id}/{r.id}/{file}"
 
 
-async def download(ctx: Ctx, export_id: uuid.UUID, file: str) -> bytes:
+async def download(ctx: Ctx, export_id: uuid.UUID, file: str) -> AsyncIterator[bytes]:
+    """One file of a finished export, as chunks read from storage while they are sent."""
     r = await _row(ctx.session, ctx.principal, export_id)
     if r.status != "done" or file not in {o["file"] for o in r.output}:
         raise NotFound("No such file in this export.", code="export-file-not-found")
-    return await storage(get_settings()).get(_key(r, file))
+    chunks = storage(get_settings()).stream(_key(r, file))
+    first = await anext(chunks, b"")  # a file gone from storage is refused here, before any byte is sent
+
+    async def body() -> AsyncIterator[bytes]:
+        yield first
+        async for chunk in chunks:
+            yield chunk
+
+    return body()
 
 
 # -- the job -----------------------------------------------------------------------------------------
@@ -150,6 +163,36 @@ def _lines(resources: list[dict[str, Any]]) -> bytes:
     return b"".join(json.dumps(r, ensure_ascii=False, separators=(",", ":")).encode() + b"\n" for r in resources)
 
 
+class Spool:
+    """Each type's NDJSON file, appended to on disk batch by batch, then stored whole: the job
+    holds one batch in memory, never the export (a hospital's is gigabytes). The folder is private
+    (0700) under ``CAREBASE_HOME``, not the shared /tmp: the lines are patients' records."""
+
+    def __init__(self, home: Path, types: list[str]):
+        home.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._dir = tempfile.TemporaryDirectory(prefix=".export-", dir=home)
+        self.folder = Path(self._dir.name)
+        self.counts = {t: 0 for t in types}
+
+    def path(self, kind: str) -> Path:
+        return self.folder / f"{kind}.ndjson"
+
+    async def write(self, kind: str, resources: list[dict[str, Any]]) -> int:
+        if resources:
+            data = _lines(resources)
+            await asyncio.to_thread(_append, self.path(kind), data)
+            self.counts[kind] += len(resources)
+        return len(resources)
+
+    def close(self) -> None:
+        self._dir.cleanup()
+
+
+def _append(path: Path, data: bytes) -> None:
+    with open(path, "ab") as fh:
+        fh.write(data)
+
+
 @jobs.job("fhir.export")
 async def run_export(db: Database, export_id: str, tenant_id: str) -> None:
     """Write each requested type to its NDJSON file. Safe to run twice: it starts over."""
@@ -162,63 +205,18 @@ async def run_export(db: Database, export_id: str, tenant_id: str) -> None:
     started = datetime.now(UTC)
     try:
         await _set(db, tid, eid, status="running", progress="starting", transaction_time=started)
-        files: dict[str, list[bytes]] = {t: [] for t in r.types}
-        counts = {t: 0 for t in r.types}
-        total = 0
-        async with db.transaction(tid, r.account_id) as session:
-            ids = None
-            if r.level == "group":
-                ids = await encounters.patients_seen_by(session, principal, r.group_id)
-            if "Patient" in counts or "Consent" in counts:
-                async for batch in patients.export_patients(session, principal, since=r.since, ids=ids):
-                    for name, build in (("Patient", lambda p: [patient_resource(p)]), ("Consent", consents)):
-                        if name in counts:
-                            out = [x for p in batch for x in build(p)]
-                            files[name].append(_lines(out))
-                            counts[name] += len(out)
-                            total += len(out)
-            wanted = [t for t in FROM_ENCOUNTERS if t in counts]
-            if wanted:
-                async for batch in encounters.export_encounters(session, principal, since=r.since, patient_ids=ids):
-                    for name in wanted:
-                        out = [x for e in batch for x in FROM_ENCOUNTERS[name](e)]
-                        files[name].append(_lines(out))
-                        counts[name] += len(out)
-                        total += len(out)
-                    await _set(db, tid, eid, progress=f"{total} resources written")
-            received = [t for t in FROM_OUTSIDE if t in counts]
-            if received:
-                # What other systems sent: about these patients, and at system level the
-                # practitioners and places their records name as well.
-                async for batch in outside.export(session, principal, since=r.since, patient_ids=ids,
-                                                  types=received, about_patients=r.level != "system"):
-                    by_type: dict[str, list[dict[str, Any]]] = {}
-                    for rec in batch:
-                        by_type.setdefault(rec.resource_type, []).append(outside_resource(rec))
-                    for name, out in by_type.items():
-                        files[name].append(_lines(out))
-                        counts[name] += len(out)
-                    total += len(batch)
-                    await _set(db, tid, eid, progress=f"{total} resources written")
-            if r.level == "system":  # the directory: a few rows, read whole
-                directory = {
-                    "Organization": [organization(await tenants.current_tenant(session, principal))],
-                    "Location": [location(x) for x in await tenants.list_locations(session, principal)],
-                    "Practitioner": await _providers(session, principal),
-                    "PractitionerRole": [],  # Carebase's own are its practitioners' specialties
-                }
-                for name, out in directory.items():
-                    if name in counts:
-                        files[name].append(_lines(out))
-                        counts[name] += len(out)
-                        total += len(out)
-        store = storage(get_settings())
-        output = []
-        for name in r.types:
-            if counts[name]:
-                file = f"{name}.ndjson"
-                await store.put(_key(r, file), b"".join(files[name]), NDJSON)
-                output.append({"type": name, "file": file, "count": counts[name]})
+        spool = Spool(get_settings().home, list(r.types))
+        try:
+            total = await _gather(db, r, principal, spool)
+            store = storage(get_settings())
+            output = []
+            for name in r.types:
+                if spool.counts[name]:
+                    file = f"{name}.ndjson"
+                    await store.put_file(_key(r, file), spool.path(name), NDJSON)
+                    output.append({"type": name, "file": file, "count": spool.counts[name]})
+        finally:
+            spool.close()
         await _set(db, tid, eid, status="done", output=output, rows=total, progress=f"{total} resources written",
                    completed_at=datetime.now(UTC))
         log.info("fhir_export_done", export_id=export_id, rows=total)
@@ -227,6 +225,51 @@ async def run_export(db: Database, export_id: str, tenant_id: str) -> None:
     except Exception as exc:
         await _set(db, tid, eid, status="failed", error=type(exc).__name__, completed_at=datetime.now(UTC))
         raise
+
+
+async def _gather(db: Database, r, principal: Principal, spool: Spool) -> int:
+    """Read everything the export asks for, in batches, into the spool; returns how many
+    resources it wrote."""
+    tid, eid = r.tenant_id, r.id
+    total = 0
+    async with db.transaction(tid, r.account_id) as session:
+        ids = None
+        if r.level == "group":
+            ids = await encounters.patients_seen_by(session, principal, r.group_id)
+        if "Patient" in spool.counts or "Consent" in spool.counts:
+            async for batch in patients.export_patients(session, principal, since=r.since, ids=ids):
+                for name, build in (("Patient", lambda p: [patient_resource(p)]), ("Consent", consents)):
+                    if name in spool.counts:
+                        total += await spool.write(name, [x for p in batch for x in build(p)])
+        wanted = [t for t in FROM_ENCOUNTERS if t in spool.counts]
+        if wanted:
+            async for batch in encounters.export_encounters(session, principal, since=r.since, patient_ids=ids):
+                for name in wanted:
+                    total += await spool.write(name, [x for e in batch for x in FROM_ENCOUNTERS[name](e)])
+                await _set(db, tid, eid, progress=f"{total} resources written")
+        received = [t for t in FROM_OUTSIDE if t in spool.counts]
+        if received:
+            # What other systems sent: about these patients, and at system level the
+            # practitioners and places their records name as well.
+            async for batch in outside.export(session, principal, since=r.since, patient_ids=ids,
+                                              types=received, about_patients=r.level != "system"):
+                by_type: dict[str, list[dict[str, Any]]] = {}
+                for rec in batch:
+                    by_type.setdefault(rec.resource_type, []).append(outside_resource(rec))
+                for name, out in by_type.items():
+                    total += await spool.write(name, out)
+                await _set(db, tid, eid, progress=f"{total} resources written")
+        if r.level == "system":  # the directory: a few rows, read whole
+            directory = {
+                "Organization": [organization(await tenants.current_tenant(session, principal))],
+                "Location": [location(x) for x in await tenants.list_locations(session, principal)],
+                "Practitioner": await _providers(session, principal),
+                "PractitionerRole": [],  # Carebase's own are its practitioners' specialties
+            }
+            for name, out in directory.items():
+                if name in spool.counts:
+                    total += await spool.write(name, out)
+    return total
 
 
 async def _providers(session: AsyncSession, principal: Principal) -> list[dict[str, Any]]:

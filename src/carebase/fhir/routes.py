@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from carebase.fhir import bulk, bundles, capability
 from carebase.fhir.base import (
@@ -51,6 +51,7 @@ from carebase.platform.web import (
     add_error_renderer,
     allow_large_body,
     if_match_version,
+    request_scope,
     takes_raw_body,
 )
 
@@ -208,8 +209,11 @@ async def export_cancel(export_id: str, request: Request, principal: CurrentPrin
 @router.get(BASE_PATH + "/$export-file/{export_id}/{file}", **FHIR_ROUTE)
 async def export_file(export_id: str, file: str, request: Request, principal: CurrentPrincipal,
                       session: DbSession) -> Response:
-    content = await bulk.download(_ctx(request, session, principal), as_uuid(export_id, "export"), file)
-    return Response(content, media_type=bulk.NDJSON, headers={"Cache-Control": "no-store"})
+    chunks = await bulk.download(_ctx(request, session, principal), as_uuid(export_id, "export"), file)
+    # Streamed: a file can be gigabytes, and the transaction (it only checked the requester) ends
+    # first, so the response is neither held back for a commit nor holding a connection.
+    await request_scope(request).release()
+    return StreamingResponse(chunks, media_type=bulk.NDJSON, headers={"Cache-Control": "no-store"})
 
 
 # The whole record as one download, in the JSON API (the portal's "export my record" button).

@@ -27,9 +27,10 @@ import hmac
 import json
 import os
 import re
+import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO, Protocol
@@ -45,6 +46,7 @@ from carebase.settings import Settings, public_base_url
 # works on one provider works on the other.
 MAX_LINK_SECONDS = 7 * 24 * 3600
 MAX_KEY_BYTES = 1024  # S3's limit on object keys
+CHUNK = 1 << 20  # what put_file and stream hold in memory at a time
 _SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _TOKEN = r"[A-Za-z0-9!#$&^_.+-]+"
 _MEDIA_TYPE = re.compile(rf'{_TOKEN}/{_TOKEN}(\s*;\s*{_TOKEN}=({_TOKEN}|"[^"\\\x00-\x1f\x7f]*"))*')
@@ -90,8 +92,16 @@ class Storage(Protocol):
     async def put(self, key: str, data: bytes, content_type: str) -> None:
         """Store ``data`` under ``key``, replacing what was there (readers see old or new, whole)."""
 
+    async def put_file(self, key: str, path: Path, content_type: str) -> None:
+        """Like ``put``, with the bytes of the file at ``path``, read in chunks: for files too large
+        to hold in memory (a bulk export)."""
+
     async def get(self, key: str) -> bytes:
         """The bytes under ``key``; ``ObjectNotFound`` if there are none."""
+
+    def stream(self, key: str) -> AsyncIterator[bytes]:
+        """The bytes under ``key`` in chunks of at most ``CHUNK`` bytes; ``ObjectNotFound`` (before
+        the first chunk) if there are none."""
 
     async def delete(self, key: str) -> None:
         """Remove ``key``; deleting what is not there is not an error (so retries are safe)."""
@@ -190,12 +200,30 @@ class LocalStorage:
         path = self.path_for(key)
         await asyncio.to_thread(self._write, key, path, bytes(data))
 
+    async def put_file(self, key: str, path: Path, content_type: str) -> None:
+        check_content_type(content_type)
+        target = self.path_for(key)
+        await asyncio.to_thread(self._write, key, target, Path(path))
+
     async def get(self, key: str) -> bytes:
         path = self.path_for(key)
         try:
             return await asyncio.to_thread(path.read_bytes)
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             raise ObjectNotFound(f"There is no file {key!r}.") from None
+
+    async def stream(self, key: str) -> AsyncIterator[bytes]:
+        path = self.path_for(key)
+        try:
+            # Opened before the first chunk: a file replaced or deleted meanwhile still reads whole.
+            fh = await asyncio.to_thread(open, path, "rb")
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            raise ObjectNotFound(f"There is no file {key!r}.") from None
+        try:
+            while chunk := await asyncio.to_thread(fh.read, CHUNK):
+                yield chunk
+        finally:
+            fh.close()
 
     async def delete(self, key: str) -> None:
         path = self.path_for(key)
@@ -251,12 +279,17 @@ class LocalStorage:
         message = json.dumps([key, expires, filename, content_type], separators=(",", ":"))
         return hmac.new(self._link_key, message.encode(), hashlib.sha256).hexdigest()
 
-    def _write(self, key: str, path: Path, data: bytes) -> None:
+    def _write(self, key: str, path: Path, data: bytes | Path) -> None:
+        """``data``: the bytes, or a file to copy them from."""
         created = self._make_folders(key, path.parent)
         fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)  # a dot name: never a key
         try:
             with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
+                if isinstance(data, Path):
+                    with open(data, "rb") as src:
+                        shutil.copyfileobj(src, fh, CHUNK)
+                else:
+                    fh.write(data)
                 fh.flush()
                 os.fsync(fh.fileno())
             try:
@@ -294,6 +327,15 @@ class LocalStorage:
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             return
         _fsync_dir(path.parent)
+
+
+def _file_sha256(path: Path) -> tuple[str, int]:
+    digest, size = hashlib.sha256(), 0
+    with open(path, "rb") as fh:
+        while chunk := fh.read(CHUNK):
+            digest.update(chunk)
+            size += len(chunk)
+    return digest.hexdigest(), size
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -426,8 +468,27 @@ class S3Storage:
         check_content_type(content_type)
         await self._call("PUT", key, bytes(data), content_type)
 
+    async def put_file(self, key: str, path: Path, content_type: str) -> None:
+        check_content_type(content_type)
+        # SigV4 signs the payload's SHA-256, so the file is read twice: once to hash, once to send.
+        digest, size = await asyncio.to_thread(_file_sha256, Path(path))
+
+        async def chunks() -> AsyncIterator[bytes]:
+            with open(path, "rb") as fh:
+                while chunk := await asyncio.to_thread(fh.read, CHUNK):
+                    yield chunk
+
+        # One PUT with its length (S3 refuses a chunked body without aws-chunked signing); S3 takes
+        # up to 5 GiB that way.
+        await self._call("PUT", key, chunks(), content_type, payload=(digest, size))
+
     async def get(self, key: str) -> bytes:
         return (await self._call("GET", key)).content
+
+    async def stream(self, key: str) -> AsyncIterator[bytes]:
+        async with self._streamed("GET", key) as response:
+            async for chunk in response.aiter_bytes(CHUNK):
+                yield chunk
 
     async def delete(self, key: str) -> None:
         await self._call("DELETE", key)  # S3 answers 204 whether or not the key existed
@@ -445,21 +506,36 @@ class S3Storage:
                                     extra)
         return f"{self._origin}{uri_encode(path, keep_slash=True)}?{query}"
 
-    async def _call(self, method: str, key: str, body: bytes = b"", content_type: str | None = None) -> httpx.Response:
+    async def _call(self, method: str, key: str, body: bytes | AsyncIterator[bytes] = b"",
+                    content_type: str | None = None, payload: tuple[str, int] | None = None) -> httpx.Response:
+        """One request; ``payload`` (SHA-256 hex, length) when ``body`` is a stream of chunks."""
+        async with self._streamed(method, key, body, content_type, payload) as response:
+            await response.aread()
+            return response
+
+    @contextlib.asynccontextmanager
+    async def _streamed(self, method: str, key: str, body: bytes | AsyncIterator[bytes] = b"",
+                        content_type: str | None = None,
+                        payload: tuple[str, int] | None = None) -> AsyncIterator[httpx.Response]:
         path = self._path(key)
         date = amz_date(self._clock())
-        payload_hash = hashlib.sha256(body).hexdigest()
+        payload_hash = payload[0] if payload else hashlib.sha256(body).hexdigest()  # type: ignore[arg-type]
         headers = {"host": self._host, "x-amz-date": date, "x-amz-content-sha256": payload_hash}
         if content_type:
             headers["content-type"] = content_type
+        if payload:
+            headers["content-length"] = str(payload[1])
         headers["authorization"] = self.signer.authorization(method, path, (), headers, payload_hash, date)
         url = f"{self._origin}{uri_encode(path, keep_slash=True)}"
         try:
             # A client per call: one store may serve several event loops (the server's, a job's,
             # a test's asyncio.run), and a pooled client is bound to the loop that opened it.
-            async with httpx.AsyncClient(timeout=self.timeout) as client:
-                response = await client.request(method, url, headers=headers,
-                                                content=body if method == "PUT" else None)
+            async with httpx.AsyncClient(timeout=self.timeout) as client, \
+                    client.stream(method, url, headers=headers, content=body if method == "PUT" else None) as response:
+                if response.status_code >= 300:
+                    await response.aread()
+                    raise self._failure(response, key)
+                yield response
         except httpx.TimeoutException as exc:
             raise StorageUnavailable(f"The file store did not answer within {self.timeout:g} s; try again.") from exc
         except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
@@ -467,9 +543,6 @@ class S3Storage:
         except httpx.HTTPError as exc:  # refused, reset, DNS, TLS: worth another try later
             raise StorageUnavailable(f"The file store could not be reached ({type(exc).__name__}); try again.") \
                 from exc
-        if response.status_code >= 300:
-            raise self._failure(response, key)
-        return response
 
     def _failure(self, response: httpx.Response, key: str) -> DomainError:
         status = response.status_code
