@@ -20,9 +20,11 @@ from pathlib import Path
 import pytest
 
 from carebase.fhir.base import REGISTRY
-from carebase.fhir.outside import unanswered_search_params
+from carebase.fhir import outside as fhir_outside
+from carebase.fhir.outside import ALSO_OUTSIDE, unanswered_search_params
 from carebase.outside_records.index import STANDALONE, patient_reference, split_reference
 from tests.conftest import bearer, login
+from tests.fhir.test_fhir_patient import assert_outcome
 from tests.fhir.test_fhir_resources import VISIT
 
 FHIR = "/fhir/R4"
@@ -275,6 +277,40 @@ def test_erasing_a_patient_erases_what_others_sent_about_them(client, doctor, ow
 
 def test_every_joined_type_s_search_parameters_are_answered_for_outside_records():
     assert unanswered_search_params() == {}
+
+
+def test_every_joined_type_sorts_outside_records_by_each_of_its_sort_parameters():
+    """A merged search orders both sides with the type's own keys (dates: the outside index's)."""
+    unsortable = {kind: set(REGISTRY[kind].sort_params) - {"date", "_lastUpdated"} - set(REGISTRY[kind].sort_keys)
+                  for kind in ALSO_OUTSIDE}
+    assert {k: v for k, v in unsortable.items() if v} == {}
+
+
+def test_a_sort_by_name_orders_outside_records_among_carebase_s_own(client, doctor, monkeypatch):
+    families = [f"Aaa{uuid.uuid4().hex[:8]}", f"Zzz{uuid.uuid4().hex[:8]}"]
+    made = []
+    for family in families:
+        r = client.post(f"{FHIR}/Practitioner", headers=bearer(doctor), json={
+            "resourceType": "Practitioner", "name": [{"given": ["Outside"], "family": family}]})
+        assert r.status_code == 201, r.text
+        made.append(r.json()["id"])
+    for sort, expect_first in (("name", made[0]), ("-name", made[1])):
+        found = _matches(_search(client, doctor, "Practitioner", _sort=sort))
+        names = [((p.get("name") or [{}])[0].get("family") or "").lower() for p in found]
+        assert names == sorted(names, reverse=sort.startswith("-")), names
+        ids = [p["id"] for p in found]
+        assert ids[0] == expect_first and ids[-1] == made[1 - made.index(expect_first)]
+        # Carebase's own practitioners (the demo clinic's doctor among them) sit between the two.
+        assert any(p["id"] not in made and "Outside" not in str(p.get("name")) for p in found[1:-1])
+        # Paging walks the same order.
+        pages = [p["id"] for offset in range(0, 4) for p in _matches(_search(
+            client, doctor, "Practitioner", _sort=sort, _count=1, _offset=offset))]
+        assert pages == ids[:4]
+    # Past the window of outside records it orders in memory, it says so rather than mis-order.
+    monkeypatch.setattr(fhir_outside, "BY_ID_WINDOW", 1)
+    r = client.get(f"{FHIR}/Practitioner", params={"_sort": "name"}, headers=bearer(doctor))
+    assert_outcome(r, 400, "too-many-to-sort")
+    assert client.get(f"{FHIR}/Practitioner", params={"_sort": "-_lastUpdated"}, headers=bearer(doctor)).status_code == 200
 
 
 CREATABLE = sorted(k for k, kind in REGISTRY.items() if kind.supports("create") and k not in ("Patient", "Appointment"))

@@ -13,6 +13,7 @@ import json
 import re
 import uuid
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, ClassVar
@@ -394,6 +395,9 @@ class Resource:
     search_params: ClassVar[dict[str, str]] = {}  # name -> FHIR search parameter type
     # the search parameters _sort takes
     sort_params: ClassVar[tuple[str, ...]] = ()
+    # How a resource of this type sorts by each _sort parameter its search orders in memory: the
+    # same keys order a search that merges it with outside records (fhir/outside.py).
+    sort_keys: ClassVar[dict[str, Callable[[dict[str, Any]], Any]]] = {}
     # What _include=Type:param follows: param -> (the target type, the element holding the reference)
     includes: ClassVar[dict[str, tuple[str, str]]] = {}
     profile: ClassVar[str | None] = None

@@ -77,7 +77,7 @@ async def _providers(ctx: Ctx, q: Query, *, specialty: str | None = None) -> lis
 
 
 _SORT = {"name": lambda r: (r.get("name") or [{}])[0].get("family", "").lower(),
-         "_lastUpdated": lambda r: r["meta"]["lastUpdated"]}
+         "_lastUpdated": lambda r: (r.get("meta") or {}).get("lastUpdated")}
 
 
 @resource
@@ -85,6 +85,7 @@ class PractitionerResource(Resource):
     type = "Practitioner"
     search_params = {"_id": "token", "name": "string", "identifier": "token"}
     sort_params = tuple(_SORT)
+    sort_keys = _SORT
 
     async def read(self, ctx: Ctx, rid: str) -> dict[str, Any]:
         ctx.allow(self.type, "r")
@@ -92,7 +93,7 @@ class PractitionerResource(Resource):
 
     async def search(self, ctx: Ctx, q: Query) -> Page:
         ctx.allow(self.type, "s")
-        return page_in_memory([practitioner(p) for p in await _providers(ctx, q)], q, _SORT)
+        return page_in_memory([practitioner(p) for p in await _providers(ctx, q)], q, self.sort_keys)
 
 
 @resource
@@ -162,6 +163,7 @@ class LocationResource(Resource):
     type = "Location"
     search_params = {"_id": "token", "name": "string", "organization": "reference"}
     sort_params = ("name", "_lastUpdated")
+    sort_keys = {"name": lambda r: (r.get("name") or "").lower(), "_lastUpdated": _SORT["_lastUpdated"]}
     includes = {"organization": ("Organization", "managingOrganization")}
 
     async def read(self, ctx: Ctx, rid: str) -> dict[str, Any]:
@@ -178,4 +180,4 @@ class LocationResource(Resource):
         for values in q.each("organization"):
             found = [x for x in found if ref_id(x["managingOrganization"], "Organization") in
                      [ref_id(v, "Organization") for v in values]]
-        return page_in_memory(found, q, {"name": lambda r: r["name"].lower(), **_SORT})
+        return page_in_memory(found, q, self.sort_keys)

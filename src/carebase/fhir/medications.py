@@ -66,6 +66,7 @@ class MedicationRequestResource(Resource):
     type = "MedicationRequest"
     search_params = {"patient": "reference", "subject": "reference", "status": "token", "intent": "token"}
     sort_params = ("_lastUpdated", "authoredon")
+    sort_keys = {"_lastUpdated": lambda r: r["meta"]["lastUpdated"], "authoredon": lambda r: r.get("authoredOn")}
     includes = {"patient": ("Patient", "subject")}
 
     async def read(self, ctx: Ctx, rid: str) -> dict[str, Any]:
@@ -83,5 +84,4 @@ class MedicationRequestResource(Resource):
         for param in ("status", "intent"):
             for values in q.each(param):
                 out = [r for r in out if r[param] in values]
-        return page_in_memory(out, q, {"_lastUpdated": lambda r: r["meta"]["lastUpdated"],
-                                       "authoredon": lambda r: r.get("authoredOn")})
+        return page_in_memory(out, q, self.sort_keys)

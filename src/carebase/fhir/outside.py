@@ -32,8 +32,8 @@ from carebase.fhir.base import (
 )
 from carebase.outside_records import index
 from carebase.outside_records import service as outside
-from carebase.fhir.search import page_in_memory
-from carebase.platform.errors import Gone, NotFound, ValidationFailed
+from carebase.fhir.search import page_in_memory, sort_in_memory
+from carebase.platform.errors import Gone, Malformed, NotFound, ValidationFailed
 
 # Types only other systems send: Carebase keeps no records of its own of these.
 OUTSIDE_ONLY = ("CarePlan", "CareTeam", "Claim", "Coverage", "Device", "DiagnosticReport", "DocumentReference",
@@ -209,6 +209,9 @@ for _kind in OUTSIDE_ONLY:
         "type": _kind, "search_params": search_params_of(_kind), "includes": includes_of(_kind)}))
 
 
+_DATES = ("date", "_lastUpdated")  # what outside records are ordered by in the database
+
+
 def _sort_key(key: str):
     if key == "_lastUpdated":
         return lambda r: (r.get("meta") or {}).get("lastUpdated") or ""
@@ -276,12 +279,21 @@ class AlsoOutside(_Outside):
         if q.count and not await outside.any_of(ctx.session, ctx.principal, self.type):
             return Page(native.resources[q.offset:q.offset + q.count], native.total,
                         native.more or len(native.resources) > q.offset + q.count)
-        found, total = await _find(ctx, self.type, q, q.offset + q.count, 0)
+        if any(key not in _DATES for key, _ in q.sort):
+            # Outside records have no column to order by this (a name, say): all their matches, up
+            # to a window, are read and ordered here with Carebase's own first offset+count.
+            found, total = await _find(ctx, self.type, q, BY_ID_WINDOW + 1, 0)
+            if len(found) > BY_ID_WINDOW:
+                raise Malformed(f"More than {BY_ID_WINDOW} outside {self.type} records match; narrow the search "
+                                f"to sort by {', '.join(k for k, _ in q.sort if k not in _DATES)}, or sort by "
+                                "date or _lastUpdated.", code="too-many-to-sort")
+        else:
+            found, total = await _find(ctx, self.type, q, q.offset + q.count, 0)
         merged = native.resources + found
-        if q.sort or "date" in self.sort_params:
-            key, desc = q.sort[0] if q.sort else ("date", True)
-            if key in ("date", "_lastUpdated"):
-                merged.sort(key=_sort_key(key), reverse=desc)
+        if q.sort:
+            sort_in_memory(merged, q.sort, {**{k: _sort_key(k) for k in _DATES}, **self.own.sort_keys})
+        elif "date" in self.sort_params:
+            merged.sort(key=_sort_key("date"), reverse=True)
         both = None if native.total is None or total is None else native.total + total
         return Page(merged[q.offset:q.offset + q.count], both,
                     native.more or (total or 0) > q.offset + q.count or len(merged) > q.offset + q.count)

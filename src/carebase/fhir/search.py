@@ -88,10 +88,15 @@ def _check_revinclude(kind, value: str) -> str:
 def page_in_memory(resources: list[dict[str, Any]], q: Query, sort_keys: dict[str, Any]) -> Page:
     """Filter by _lastUpdated, sort and slice a (small) list of matches."""
     found = [r for r in resources if all(date_matches(b, _updated(r)) for b in q.last_updated)]
-    for key, desc in reversed(q.sort):
-        fn = sort_keys[key]
-        found.sort(key=lambda r, fn=fn: (fn(r) is None, fn(r) or ""), reverse=desc)
+    sort_in_memory(found, q.sort, sort_keys)
     return Page(found[q.offset:q.offset + q.count], len(found))
+
+
+def sort_in_memory(resources: list[dict[str, Any]], sort: list[tuple[str, bool]], sort_keys: dict[str, Any]) -> None:
+    """Sort in place by each (parameter, descending) of ``_sort``, the first the strongest."""
+    for key, desc in reversed(sort):
+        fn = sort_keys[key]
+        resources.sort(key=lambda r, fn=fn: (fn(r) is None, fn(r) or ""), reverse=desc)
 
 
 def _updated(res: dict[str, Any]):
