@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 
 from sqlalchemy import text
 
@@ -29,3 +30,9 @@ async def slow(db: Database, tag: str, seconds: float, tenant_id: str | None = N
     await _probe(db, tag, "started")
     await asyncio.sleep(seconds)
     await _probe(db, tag, "finished")
+
+
+@jobs.job("testing.heap")
+async def heap_probe(db: Database, tag: str, tenant_id: str | None = None) -> None:
+    """How the worker left the garbage collector (platform/heap.py): first threshold, frozen objects."""
+    await _probe(db, tag, f"{gc.get_threshold()[0]} {gc.get_freeze_count()}")

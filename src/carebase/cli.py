@@ -155,6 +155,7 @@ def hl7_listen(
 ) -> None:
     """Take HL7 v2 ADT messages over MLLP (TCP) for one organization and acknowledge each."""
     from carebase.hl7v2.mllp import listen
+    from carebase.platform import heap
     from carebase.platform import logging as cblogging
 
     settings = get_settings()
@@ -162,6 +163,7 @@ def hl7_listen(
 
     async def go():
         db = _database(settings)
+        heap.settle()
         try:
             await listen(db, api_key, host, port, ready=lambda: typer.echo(f"listening for HL7 v2 (MLLP) on {host}:{port}"))
         finally:
@@ -175,7 +177,7 @@ def worker(concurrency: int = typer.Option(4, help="Jobs run at once by this pro
     """Run background jobs (retries, dead-letter list, recovery of jobs of dead workers)."""
     import importlib
 
-    from carebase.platform import channels, jobs
+    from carebase.platform import channels, heap, jobs
 
     settings = get_settings()
     for name in filter(None, (m.strip() for m in settings.job_modules.split(","))):
@@ -194,6 +196,7 @@ def worker(concurrency: int = typer.Option(4, help="Jobs run at once by this pro
     db = _database(settings)
 
     async def go():
+        heap.settle()  # long-lived like the server, and an export's batches churn the heap alike
         try:
             await jobs.run_worker(db, concurrency=concurrency, poll_seconds=settings.worker_poll_seconds,
                                   heartbeat_seconds=settings.worker_heartbeat_seconds,

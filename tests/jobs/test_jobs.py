@@ -8,7 +8,7 @@ import uuid
 import pytest
 
 import tests.jobs_fixture  # noqa: F401 - registers the test jobs in this process for defer()
-from carebase.platform import jobs
+from carebase.platform import heap, jobs
 from tests.conftest import WorkerProcess, bearer, carebase_cli, login, run_db, tenant_id_of, wait_for
 
 
@@ -152,3 +152,15 @@ def test_a_worker_with_an_unknown_channel_provider_stops_at_start(backend):
     done = carebase_cli(backend, "worker", timeout=60, CAREBASE_SMS_PROVIDER="carrier-pigeon")
     assert done.returncode == 2
     assert "CAREBASE_SMS_PROVIDER='carrier-pigeon': not one of" in done.stderr and "twilio" in done.stderr
+
+
+def test_the_worker_tunes_the_garbage_collector_like_the_server(backend, owner):
+    tag = uuid.uuid4().hex
+    _defer(backend, "testing.heap", tag=tag)
+    worker = WorkerProcess(backend)
+    try:
+        wait_for(lambda: _probe(owner, tag), 30, message="the heap probe to run")
+    finally:
+        worker.stop()
+    threshold, frozen = map(int, _probe(owner, tag)[0].split())
+    assert threshold == heap.GEN0 and frozen > 10_000  # start-up's modules are out of the collector's walk

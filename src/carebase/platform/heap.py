@@ -1,4 +1,5 @@
-"""The garbage collector, tuned for a long-running server.
+"""The garbage collector, tuned for a long-running process (the server, the worker, the HL7
+listener).
 
 Measured (docs/benchmarks.md, FHIR search): with CPython's defaults a full collection walked the
 whole heap (every module, pydantic schema and FHIR model loaded at start-up) every two seconds
@@ -22,7 +23,7 @@ GEN0 = 50_000
 
 
 def settle() -> None:
-    """Once the server has started: freeze what start-up made and raise the first threshold."""
+    """Once the process has started: freeze what start-up made and raise the first threshold."""
     gc.collect()
     gc.freeze()
     _, gen1, gen2 = gc.get_threshold()
