@@ -136,9 +136,12 @@ async def download(ctx: Ctx, export_id: uuid.UUID, file: str) -> AsyncIterator[b
     first = await anext(chunks, b"")  # a file gone from storage is refused here, before any byte is sent
 
     async def body() -> AsyncIterator[bytes]:
-        yield first
-        async for chunk in chunks:
-            yield chunk
+        try:
+            yield first
+            async for chunk in chunks:
+                yield chunk
+        finally:
+            await chunks.aclose()  # the file or the store's connection, also when the client went away
 
     return body()
 
@@ -170,7 +173,8 @@ class Spool:
 
     def __init__(self, home: Path, types: list[str]):
         home.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self._dir = tempfile.TemporaryDirectory(prefix=".export-", dir=home)
+        # A failed clean-up must not fail an export already stored (the folder is left, as by a crash).
+        self._dir = tempfile.TemporaryDirectory(prefix=".export-", dir=home, ignore_cleanup_errors=True)
         self.folder = Path(self._dir.name)
         self.counts = {t: 0 for t in types}
 

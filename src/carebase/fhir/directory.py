@@ -76,7 +76,8 @@ async def _providers(ctx: Ctx, q: Query, *, specialty: str | None = None) -> lis
     return found
 
 
-_SORT = {"name": lambda r: (r.get("name") or [{}])[0].get("family", "").lower(),
+# Keys read resources as other systems send them too (merged searches): any element may be absent or null.
+_SORT = {"name": lambda r: (((r.get("name") or [{}])[0] or {}).get("family") or "").lower(),
          "_lastUpdated": lambda r: (r.get("meta") or {}).get("lastUpdated")}
 
 

@@ -136,7 +136,8 @@ def _filter(found: list[dict[str, Any]], q: Query) -> list[dict[str, Any]]:
     return found
 
 
-async def _find(ctx: Ctx, kind: str, q: Query, limit: int, offset: int) -> tuple[list[dict[str, Any]], int | None]:
+async def _find(ctx: Ctx, kind: str, q: Query, limit: int, offset: int,
+                audit_reads: bool = True) -> tuple[list[dict[str, Any]], int | None]:
     sort, desc = (q.sort[0] if q.sort else ("date", True))
     if _unindexed(q):
         found, _ = await outside.find(ctx.session, ctx.principal, _criteria(kind, q), limit=10_000,
@@ -144,7 +145,8 @@ async def _find(ctx: Ctx, kind: str, q: Query, limit: int, offset: int) -> tuple
         matched = _filter([to_fhir(r) for r in found], q)
         return matched[offset:offset + limit], len(matched)
     found, total = await outside.find(ctx.session, ctx.principal, _criteria(kind, q), limit=limit, offset=offset,
-                                      sort="updated" if sort == "_lastUpdated" else "occurred", newest_first=desc)
+                                      sort="updated" if sort == "_lastUpdated" else "occurred", newest_first=desc,
+                                      audit_reads=audit_reads)
     return [to_fhir(r) for r in found], total
 
 
@@ -279,10 +281,12 @@ class AlsoOutside(_Outside):
         if q.count and not await outside.any_of(ctx.session, ctx.principal, self.type):
             return Page(native.resources[q.offset:q.offset + q.count], native.total,
                         native.more or len(native.resources) > q.offset + q.count)
-        if any(key not in _DATES for key, _ in q.sort):
+        in_memory = bool(q.count) and any(key not in _DATES for key, _ in q.sort)
+        if in_memory:
             # Outside records have no column to order by this (a name, say): all their matches, up
-            # to a window, are read and ordered here with Carebase's own first offset+count.
-            found, total = await _find(ctx, self.type, q, BY_ID_WINDOW + 1, 0)
+            # to a window, are read and ordered here with Carebase's own first offset+count; only
+            # the ones shown go in the read audit (below).
+            found, total = await _find(ctx, self.type, q, BY_ID_WINDOW + 1, 0, audit_reads=False)
             if len(found) > BY_ID_WINDOW:
                 raise Malformed(f"More than {BY_ID_WINDOW} outside {self.type} records match; narrow the search "
                                 f"to sort by {', '.join(k for k, _ in q.sort if k not in _DATES)}, or sort by "
@@ -294,8 +298,13 @@ class AlsoOutside(_Outside):
             sort_in_memory(merged, q.sort, {**{k: _sort_key(k) for k in _DATES}, **self.own.sort_keys})
         elif "date" in self.sort_params:
             merged.sort(key=_sort_key("date"), reverse=True)
+        shown = merged[q.offset:q.offset + q.count]
+        if in_memory:
+            theirs = {id(r) for r in found}
+            await outside.record_listed(ctx.session, ctx.principal, _criteria(self.type, q), [
+                index.as_uuid(index.patient_reference(r)) for r in shown if id(r) in theirs])
         both = None if native.total is None or total is None else native.total + total
-        return Page(merged[q.offset:q.offset + q.count], both,
+        return Page(shown, both,
                     native.more or (total or 0) > q.offset + q.count or len(merged) > q.offset + q.count)
 
 

@@ -212,7 +212,11 @@ async def export_file(export_id: str, file: str, request: Request, principal: Cu
     chunks = await bulk.download(_ctx(request, session, principal), as_uuid(export_id, "export"), file)
     # Streamed: a file can be gigabytes, and the transaction (it only checked the requester) ends
     # first, so the response is neither held back for a commit nor holding a connection.
-    await request_scope(request).release()
+    try:
+        await request_scope(request).release()
+    except BaseException:
+        await chunks.aclose()
+        raise
     return StreamingResponse(chunks, media_type=bulk.NDJSON, headers={"Cache-Control": "no-store"})
 
 

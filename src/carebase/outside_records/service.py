@@ -285,10 +285,12 @@ def _conditions(tenant_id: uuid.UUID, c: Criteria) -> list:
 
 
 async def find(session: AsyncSession, principal: Principal, c: Criteria, *, limit: int = 50, offset: int = 0,
-               sort: str = "occurred", newest_first: bool = True, count: bool = True) -> tuple[list[OutsideRecord], int | None]:
+               sort: str = "occurred", newest_first: bool = True, count: bool = True,
+               audit_reads: bool = True) -> tuple[list[OutsideRecord], int | None]:
     """One page of records of one type and (with ``count``) how many match: one patient's (with
     the records merged into theirs), or, for staff, the whole organization's. Every patient shown
-    is in the read audit."""
+    is in the read audit; ``audit_reads=False`` when the caller shows only some of what it asked
+    for, and puts those in the audit itself (``record_listed``)."""
     tenant_id = require_tenant(principal)
     conds = _conditions(tenant_id, c)
     patient = None
@@ -315,10 +317,18 @@ async def find(session: AsyncSession, principal: Principal, c: Criteria, *, limi
     if count:
         total = (await session.execute(select(func.count()).select_from(t).where(*conds))).scalar_one() \
             if len(found) == limit or offset else len(found)
-    if patient is None:
-        await audit.record_reads(session, principal, patient_ids=sorted({r.patient_id for r in found if r.patient_id}),
-                                 record_type=c.resource_type, purpose=audit.purpose_of(principal, None))
+    if patient is None and audit_reads:
+        await record_listed(session, principal, c, [r.patient_id for r in found])
     return found, total
+
+
+async def record_listed(session: AsyncSession, principal: Principal, c: Criteria,
+                        patient_ids: list[uuid.UUID | None]) -> None:
+    """The read audit of records shown from a search of the whole organization: their patients.
+    (A search about one patient audited that patient when it opened the record.)"""
+    if c.patient_id is None and principal.can("read:charts"):
+        await audit.record_reads(session, principal, patient_ids=sorted({p for p in patient_ids if p}),
+                                 record_type=c.resource_type, purpose=audit.purpose_of(principal, None))
 
 
 async def export(session: AsyncSession, principal: Principal, *, since: datetime | None = None,
