@@ -287,13 +287,18 @@ def test_every_joined_type_sorts_outside_records_by_each_of_its_sort_parameters(
 
 
 def test_a_sort_by_name_orders_outside_records_among_carebase_s_own(client, doctor, monkeypatch):
-    families = [f"Aaa{uuid.uuid4().hex[:8]}", f"Zzz{uuid.uuid4().hex[:8]}", None]  # None: sent as JSON null
     made = []
-    for family in families:
+    for name in ({"family": f"Aaa{uuid.uuid4().hex[:8]}"}, {"family": f"Zzz{uuid.uuid4().hex[:8]}"}, {}):
         r = client.post(f"{FHIR}/Practitioner", headers=bearer(doctor), json={
-            "resourceType": "Practitioner", "name": [{"given": ["Outside"], "family": family}]})
+            "resourceType": "Practitioner", "name": [{"given": ["Outside"], **name}]})
         assert r.status_code == 201, r.text
         made.append(r.json()["id"])
+    # A null is no FHIR value: refused where it is, nothing kept.
+    before = _search(client, doctor, "Practitioner")["total"]
+    r = client.post(f"{FHIR}/Practitioner", headers=bearer(doctor), json={
+        "resourceType": "Practitioner", "name": [{"given": ["Outside"], "family": None}]})
+    assert assert_outcome(r, 422, "invalid-resource")["issue"][0]["expression"] == ["Practitioner.name[0].family"]
+    assert _search(client, doctor, "Practitioner")["total"] == before
     aaa, zzz, nameless = made
     for sort in ("name", "-name"):
         found = _matches(_search(client, doctor, "Practitioner", _sort=sort))

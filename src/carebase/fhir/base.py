@@ -165,7 +165,28 @@ def parse_body(raw: bytes, expected_type: str | None = None) -> dict[str, Any]:
     if expected_type is not None and body.get("resourceType") != expected_type:
         raise Malformed(f"The body is a {body.get('resourceType')!r}, this endpoint takes {expected_type}.",
                         code="wrong-resource-type")
+    null = _first_null(body, str(body.get("resourceType") or "resource"))
+    if null is not None:
+        # FHIR's JSON format has no null properties (the models would take one and store it as sent).
+        raise invalid(f"{null} is null: FHIR JSON has no null values; leave the element out.", null)
     return body
+
+
+def _first_null(value: Any, path: str) -> str | None:
+    """Where the first null property is. A null inside an array is allowed: it keeps a primitive
+    array in step with its ``_element`` extensions."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            where = f"{path}.{k}"
+            if v is None:
+                return where
+            if isinstance(v, (dict, list)) and (found := _first_null(v, where)) is not None:
+                return found
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            if isinstance(v, (dict, list)) and (found := _first_null(v, f"{path}[{i}]")) is not None:
+                return found
+    return None
 
 
 # -- small mapping helpers ---------------------------------------------------------------------------
