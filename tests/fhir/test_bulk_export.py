@@ -38,6 +38,8 @@ def _finish(client, token, status_url: str, timeout: float = 120) -> dict:
 def _ndjson(client, token, url: str) -> list[dict]:
     r = client.get(url, headers=bearer(token))
     assert r.status_code == 200 and r.headers["content-type"].startswith("application/fhir+ndjson")
+    # Streamed with its length: a client can tell a download cut short from a whole one.
+    assert r.headers["content-length"] == str(len(r.content)) and "transfer-encoding" not in r.headers
     return [json.loads(line) for line in r.text.splitlines() if line]
 
 

@@ -127,10 +127,13 @@ def _key(r, file: str) -> str:
     return f"exports/{r.tenant_id}/{r.id}/{file}"
 
 
-async def download(ctx: Ctx, export_id: uuid.UUID, file: str) -> AsyncIterator[bytes]:
-    """One file of a finished export, as chunks read from storage while they are sent."""
+async def download(ctx: Ctx, export_id: uuid.UUID, file: str) -> tuple[AsyncIterator[bytes], int | None]:
+    """One file of a finished export, as chunks read from storage while they are sent, and its
+    size in bytes (for Content-Length, so a client can tell a cut-off download; None for exports
+    written before sizes were kept)."""
     r = await _row(ctx.session, ctx.principal, export_id)
-    if r.status != "done" or file not in {o["file"] for o in r.output}:
+    entry = next((o for o in r.output or () if o["file"] == file), None) if r.status == "done" else None
+    if entry is None:
         raise NotFound("No such file in this export.", code="export-file-not-found")
     chunks = storage(get_settings()).stream(_key(r, file))
     first = await anext(chunks, b"")  # a file gone from storage is refused here, before any byte is sent
@@ -143,7 +146,7 @@ async def download(ctx: Ctx, export_id: uuid.UUID, file: str) -> AsyncIterator[b
         finally:
             await chunks.aclose()  # the file or the store's connection, also when the client went away
 
-    return body()
+    return body(), entry.get("bytes")
 
 
 # -- the job -----------------------------------------------------------------------------------------
@@ -218,7 +221,8 @@ async def run_export(db: Database, export_id: str, tenant_id: str) -> None:
                 if spool.counts[name]:
                     file = f"{name}.ndjson"
                     await store.put_file(_key(r, file), spool.path(name), NDJSON)
-                    output.append({"type": name, "file": file, "count": spool.counts[name]})
+                    output.append({"type": name, "file": file, "count": spool.counts[name],
+                                   "bytes": spool.path(name).stat().st_size})
         finally:
             spool.close()
         await _set(db, tid, eid, status="done", output=output, rows=total, progress=f"{total} resources written",

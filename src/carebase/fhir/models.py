@@ -21,7 +21,7 @@ fhir_exports = Table(
     Column("since", DateTime(timezone=True), nullable=True),
     Column("status", String(12), nullable=False),  # queued | running | done | failed | cancelled
     Column("progress", String(200), nullable=True),
-    Column("output", JSONB, nullable=False),  # [{type, file, count}]
+    Column("output", JSONB, nullable=False),  # [{type, file, count, bytes}]
     Column("error", Text, nullable=True),
     Column("rows", Integer, nullable=False, server_default="0"),
     Column("created_at", DateTime(timezone=True), nullable=False),

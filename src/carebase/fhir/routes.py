@@ -209,7 +209,7 @@ async def export_cancel(export_id: str, request: Request, principal: CurrentPrin
 @router.get(BASE_PATH + "/$export-file/{export_id}/{file}", **FHIR_ROUTE)
 async def export_file(export_id: str, file: str, request: Request, principal: CurrentPrincipal,
                       session: DbSession) -> Response:
-    chunks = await bulk.download(_ctx(request, session, principal), as_uuid(export_id, "export"), file)
+    chunks, size = await bulk.download(_ctx(request, session, principal), as_uuid(export_id, "export"), file)
     # Streamed: a file can be gigabytes, and the transaction (it only checked the requester) ends
     # first, so the response is neither held back for a commit nor holding a connection.
     try:
@@ -217,7 +217,8 @@ async def export_file(export_id: str, file: str, request: Request, principal: Cu
     except BaseException:
         await chunks.aclose()
         raise
-    return StreamingResponse(chunks, media_type=bulk.NDJSON, headers={"Cache-Control": "no-store"})
+    headers = {"Cache-Control": "no-store", **({"Content-Length": str(size)} if size is not None else {})}
+    return StreamingResponse(chunks, media_type=bulk.NDJSON, headers=headers)
 
 
 # The whole record as one download, in the JSON API (the portal's "export my record" button).
