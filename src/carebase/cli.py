@@ -190,9 +190,11 @@ def worker(concurrency: int = typer.Option(4, help="Jobs run at once by this pro
     except ValueError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(2) from None
+    from carebase.fhir.bulk import sweep_spools
     from carebase.platform import logging as cblogging
 
     cblogging.configure(settings.log_level, settings.log_file)
+    sweep_spools(settings.home)  # what a killed worker's exports left on disk
     db = _database(settings)
 
     async def go():

@@ -174,3 +174,36 @@ def test_the_job_holds_one_batch_not_the_export(tmp_path):
     assert size == stored > 20_000_000
     assert peak < size / 4, f"peak {peak} bytes for a {size}-byte export"
     assert not list((tmp_path / "home").glob(".export-*"))  # the spool cleans up after itself
+
+
+def test_a_starting_worker_deletes_the_spools_killed_workers_left(backend, owner):
+    """A worker killed mid-export leaves its spool (patients' records) on disk; the next worker to
+    start deletes it, and leaves a spool that is still being written alone."""
+    import os
+    import uuid as uuid_module
+
+    import tests.jobs_fixture  # noqa: F401 - the heap probe job, to know the worker has started
+    from carebase.platform import jobs
+    from tests.conftest import run_db, wait_for
+
+    home = backend.settings.home
+    stale, live = home / f".export-{uuid_module.uuid4().hex}", home / f".export-{uuid_module.uuid4().hex}"
+    for folder in (stale, live):
+        folder.mkdir(parents=True)
+        (folder / "Patient.ndjson").write_text('{"resourceType":"Patient"}\n')
+    old = time.time() - 2 * 3600
+    for path in (stale / "Patient.ndjson", stale):
+        os.utime(path, (old, old))
+    tag = uuid_module.uuid4().hex
+
+    async def defer(session):
+        return await jobs.defer(session, "testing.heap", tag=tag)
+
+    run_db(backend, defer)
+    worker = WorkerProcess(backend)
+    try:
+        wait_for(lambda: owner.execute("SELECT to_regclass('job_probe')").fetchone()[0] and owner.execute(
+            "SELECT 1 FROM job_probe WHERE job = %s", (tag,)).fetchone(), 30, message="the worker to start")
+    finally:
+        worker.stop()
+    assert not stale.exists() and (live / "Patient.ndjson").exists()

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import tempfile
+import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -193,6 +195,26 @@ class Spool:
 
     def close(self) -> None:
         self._dir.cleanup()
+
+
+# A running export appends a batch every few seconds; a spool untouched this long is a killed
+# worker's, and holds patients' records nobody will collect.
+STALE_SPOOL_SECONDS = 3600
+
+
+def sweep_spools(home: Path, now: float | None = None) -> int:
+    """Delete the spools killed workers left under ``home`` (run at worker start); returns how many."""
+    now = time.time() if now is None else now
+    swept = 0
+    for folder in home.glob(".export-*"):
+        try:
+            touched = max([folder.stat().st_mtime, *(f.stat().st_mtime for f in folder.iterdir())])
+        except FileNotFoundError:
+            continue  # its export just finished
+        if now - touched > STALE_SPOOL_SECONDS:
+            shutil.rmtree(folder, ignore_errors=True)
+            swept += 1
+    return swept
 
 
 def _append(path: Path, data: bytes) -> None:
