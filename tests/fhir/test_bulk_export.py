@@ -207,3 +207,30 @@ def test_a_starting_worker_deletes_the_spools_killed_workers_left(backend, owner
     finally:
         worker.stop()
     assert not stale.exists() and (live / "Patient.ndjson").exists()
+
+
+def test_a_download_that_never_starts_still_closes_its_file(tmp_path):
+    """The route reads a file's first chunk before answering (a missing file is then a clean 404);
+    if the answer never goes out, closing the download closes the file."""
+    import asyncio
+    import os
+
+    from pydantic import SecretStr
+
+    from carebase.fhir.bulk import _Prefetched
+    from carebase.platform.storage import LocalStorage
+    from carebase.settings import Settings
+
+    store = LocalStorage(Settings(home=tmp_path, secret_key=SecretStr("s" * 40)))
+
+    async def go():
+        await store.put("exports/t/e/Patient.ndjson", b'{"resourceType":"Patient"}\n' * 10, "application/fhir+ndjson")
+        before = len(os.listdir("/proc/self/fd"))
+        chunks = store.stream("exports/t/e/Patient.ndjson")
+        download = _Prefetched(await anext(chunks), chunks)
+        opened = len(os.listdir("/proc/self/fd"))
+        await download.aclose()
+        return before, opened, len(os.listdir("/proc/self/fd"))
+
+    before, opened, after = asyncio.run(go())
+    assert opened == before + 1 and after == before

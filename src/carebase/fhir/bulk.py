@@ -129,7 +129,7 @@ def _key(r, file: str) -> str:
     return f"exports/{r.tenant_id}/{r.id}/{file}"
 
 
-async def download(ctx: Ctx, export_id: uuid.UUID, file: str) -> tuple[AsyncIterator[bytes], int | None]:
+async def download(ctx: Ctx, export_id: uuid.UUID, file: str) -> tuple[_Prefetched, int | None]:
     """One file of a finished export, as chunks read from storage while they are sent, and its
     size in bytes (for Content-Length, so a client can tell a cut-off download; None for exports
     written before sizes were kept)."""
@@ -139,16 +139,29 @@ async def download(ctx: Ctx, export_id: uuid.UUID, file: str) -> tuple[AsyncIter
         raise NotFound("No such file in this export.", code="export-file-not-found")
     chunks = storage(get_settings()).stream(_key(r, file))
     first = await anext(chunks, b"")  # a file gone from storage is refused here, before any byte is sent
+    return _Prefetched(first, chunks), entry.get("bytes")
 
-    async def body() -> AsyncIterator[bytes]:
-        try:
-            yield first
-            async for chunk in chunks:
-                yield chunk
-        finally:
-            await chunks.aclose()  # the file or the store's connection, also when the client went away
 
-    return body(), entry.get("bytes")
+class _Prefetched:
+    """A stream's chunks, its first already read. ``aclose`` closes the stream (the file, or the
+    store's connection) whether or not iteration began, which an async generator wrapping it
+    would not."""
+
+    def __init__(self, first: bytes, rest: AsyncIterator[bytes]):
+        self._first: bytes | None = first
+        self._rest = rest
+
+    def __aiter__(self) -> _Prefetched:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self._first is not None:
+            chunk, self._first = self._first, None
+            return chunk
+        return await anext(self._rest)
+
+    async def aclose(self) -> None:
+        await self._rest.aclose()  # type: ignore[attr-defined]
 
 
 # -- the job -----------------------------------------------------------------------------------------
