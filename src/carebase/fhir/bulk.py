@@ -199,12 +199,14 @@ class Spool:
     def path(self, kind: str) -> Path:
         return self.folder / f"{kind}.ndjson"
 
-    async def write(self, kind: str, resources: list[dict[str, Any]]) -> int:
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    async def write(self, kind: str, resources: list[dict[str, Any]]) -> None:
         if resources:
-            data = _lines(resources)
-            await asyncio.to_thread(_append, self.path(kind), data)
+            await asyncio.to_thread(_append, self.path(kind), _lines(resources))
             self.counts[kind] += len(resources)
-        return len(resources)
 
     def close(self) -> None:
         self._dir.cleanup()
@@ -215,10 +217,9 @@ class Spool:
 STALE_SPOOL_SECONDS = 3600
 
 
-def sweep_spools(home: Path, now: float | None = None) -> int:
-    """Delete the spools killed workers left under ``home`` (run at worker start); returns how many."""
-    now = time.time() if now is None else now
-    swept = 0
+def sweep_spools(home: Path) -> None:
+    """Delete the spools killed workers left under ``home`` (run at worker start)."""
+    now = time.time()
     for folder in home.glob(".export-*"):
         try:
             touched = max([folder.stat().st_mtime, *(f.stat().st_mtime for f in folder.iterdir())])
@@ -226,8 +227,6 @@ def sweep_spools(home: Path, now: float | None = None) -> int:
             continue  # its export just finished
         if now - touched > STALE_SPOOL_SECONDS:
             shutil.rmtree(folder, ignore_errors=True)
-            swept += 1
-    return swept
 
 
 def _append(path: Path, data: bytes) -> None:
@@ -249,7 +248,8 @@ async def run_export(db: Database, export_id: str, tenant_id: str) -> None:
         await _set(db, tid, eid, status="running", progress="starting", transaction_time=started)
         spool = Spool(get_settings().home, list(r.types))
         try:
-            total = await _gather(db, r, principal, spool)
+            await _gather(db, r, principal, spool)
+            total = spool.total
             store = storage(get_settings())
             output = []
             for name in r.types:
@@ -270,11 +270,9 @@ async def run_export(db: Database, export_id: str, tenant_id: str) -> None:
         raise
 
 
-async def _gather(db: Database, r, principal: Principal, spool: Spool) -> int:
-    """Read everything the export asks for, in batches, into the spool; returns how many
-    resources it wrote."""
+async def _gather(db: Database, r, principal: Principal, spool: Spool) -> None:
+    """Read everything the export asks for, in batches, into the spool."""
     tid, eid = r.tenant_id, r.id
-    total = 0
     async with db.transaction(tid, r.account_id) as session:
         ids = None
         if r.level == "group":
@@ -283,13 +281,13 @@ async def _gather(db: Database, r, principal: Principal, spool: Spool) -> int:
             async for batch in patients.export_patients(session, principal, since=r.since, ids=ids):
                 for name, build in (("Patient", lambda p: [patient_resource(p)]), ("Consent", consents)):
                     if name in spool.counts:
-                        total += await spool.write(name, [x for p in batch for x in build(p)])
+                        await spool.write(name, [x for p in batch for x in build(p)])
         wanted = [t for t in FROM_ENCOUNTERS if t in spool.counts]
         if wanted:
             async for batch in encounters.export_encounters(session, principal, since=r.since, patient_ids=ids):
                 for name in wanted:
-                    total += await spool.write(name, [x for e in batch for x in FROM_ENCOUNTERS[name](e)])
-                await _set(db, tid, eid, progress=f"{total} resources written")
+                    await spool.write(name, [x for e in batch for x in FROM_ENCOUNTERS[name](e)])
+                await _set(db, tid, eid, progress=f"{spool.total} resources written")
         received = [t for t in FROM_OUTSIDE if t in spool.counts]
         if received:
             # What other systems sent: about these patients, and at system level the
@@ -300,8 +298,8 @@ async def _gather(db: Database, r, principal: Principal, spool: Spool) -> int:
                 for rec in batch:
                     by_type.setdefault(rec.resource_type, []).append(outside_resource(rec))
                 for name, out in by_type.items():
-                    total += await spool.write(name, out)
-                await _set(db, tid, eid, progress=f"{total} resources written")
+                    await spool.write(name, out)
+                await _set(db, tid, eid, progress=f"{spool.total} resources written")
         if r.level == "system":  # the directory: a few rows, read whole
             directory = {
                 "Organization": [organization(await tenants.current_tenant(session, principal))],
@@ -311,8 +309,7 @@ async def _gather(db: Database, r, principal: Principal, spool: Spool) -> int:
             }
             for name, out in directory.items():
                 if name in spool.counts:
-                    total += await spool.write(name, out)
-    return total
+                    await spool.write(name, out)
 
 
 async def _providers(session: AsyncSession, principal: Principal) -> list[dict[str, Any]]:

@@ -220,7 +220,7 @@ class LocalStorage:
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             raise ObjectNotFound(f"There is no file {key!r}.") from None
         try:
-            while chunk := await asyncio.to_thread(fh.read, CHUNK):
+            async for chunk in _chunks(fh):
                 yield chunk
         finally:
             fh.close()
@@ -327,6 +327,12 @@ class LocalStorage:
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             return
         _fsync_dir(path.parent)
+
+
+async def _chunks(fh: BinaryIO) -> AsyncIterator[bytes]:
+    """An open file's bytes, ``CHUNK`` at a time, read off the event loop."""
+    while chunk := await asyncio.to_thread(fh.read, CHUNK):
+        yield chunk
 
 
 def _file_sha256(path: Path) -> tuple[str, int]:
@@ -475,7 +481,7 @@ class S3Storage:
 
         async def chunks() -> AsyncIterator[bytes]:
             with open(path, "rb") as fh:
-                while chunk := await asyncio.to_thread(fh.read, CHUNK):
+                async for chunk in _chunks(fh):
                     yield chunk
 
         # One PUT with its length (S3 refuses a chunked body without aws-chunked signing); S3 takes
