@@ -261,6 +261,42 @@ def test_searches_merge_outside_records_with_carebase_s_own(client, doctor, char
     assert active["total"] == every["total"]
 
 
+def test_a_sort_by_two_keys_pages_outside_records_without_repeats_or_gaps(client, doctor, charted):
+    """Outside records are ordered in the database by one date; when a second key breaks its ties
+    (several encounters on one day, newest change first), a page still takes its place in the order
+    of both keys, so paging walks exactly the whole order."""
+    pid = charted["patient"]["id"]
+    own = _matches(_search(client, doctor, "Condition", patient=pid))
+    for _ in range(5):  # one day, five records: only the second key orders them
+        r = client.post(f"{FHIR}/Condition", headers=bearer(doctor), json={
+            "resourceType": "Condition", "subject": {"reference": f"Patient/{pid}"},
+            "code": {"coding": [{"system": SNOMED, "code": "38341003"}]}, "recordedDate": "2001-05-05"})
+        assert r.status_code == 201, r.text
+    for sort in ("-date,-_lastUpdated", "date,_lastUpdated"):
+        every = _matches(_search(client, doctor, "Condition", patient=pid, _sort=sort))
+        theirs = [c["meta"]["lastUpdated"] for c in every if c.get("recordedDate") == "2001-05-05"]
+        assert len(every) == len(own) + 5 and theirs == sorted(theirs, reverse=sort.startswith("-")), theirs
+        pages = [c["id"] for offset in range(len(every)) for c in _matches(_search(
+            client, doctor, "Condition", patient=pid, _sort=sort, _count=1, _offset=offset))]
+        assert pages == [c["id"] for c in every]
+
+
+def test_a_sort_by_authoredon_compares_instants_not_their_spelling(client, doctor, patient):
+    """Senders write their own time zones: 10:00+05:00 is before 06:00Z, though it spells larger."""
+    made = {}
+    for label, at in (("earlier", "2026-01-01T10:00:00+05:00"), ("later", "2026-01-01T06:00:00Z"),
+                      ("day", "2026-01-02")):
+        r = client.post(f"{FHIR}/MedicationRequest", headers=bearer(doctor), json={
+            "resourceType": "MedicationRequest", "status": "active", "intent": "order",
+            "medicationCodeableConcept": {"text": "Amoxicillin"}, "subject": {"reference": f"Patient/{patient}"},
+            "authoredOn": at})
+        assert r.status_code == 201, r.text
+        made[r.json()["id"]] = label
+    for sort, order in (("authoredon", ["earlier", "later", "day"]), ("-authoredon", ["day", "later", "earlier"])):
+        found = _matches(_search(client, doctor, "MedicationRequest", patient=patient, _sort=sort))
+        assert [made[m["id"]] for m in found] == order
+
+
 def test_erasing_a_patient_erases_what_others_sent_about_them(client, doctor, owner, patient):
     r = client.post(f"{FHIR}/Condition", headers=bearer(doctor), json={
         "resourceType": "Condition", "subject": {"reference": f"Patient/{patient}"},

@@ -21,6 +21,7 @@ from carebase.fhir.base import (
     strip_empty,
 )
 from carebase.fhir.search import page_in_memory
+from carebase.outside_records.index import parse_date
 from carebase.platform.errors import Malformed
 from carebase.prescribing import service as prescribing
 
@@ -66,7 +67,9 @@ class MedicationRequestResource(Resource):
     type = "MedicationRequest"
     search_params = {"patient": "reference", "subject": "reference", "status": "token", "intent": "token"}
     sort_params = ("_lastUpdated", "authoredon")
-    sort_keys = {"_lastUpdated": lambda r: r["meta"]["lastUpdated"], "authoredon": lambda r: r.get("authoredOn")}
+    # authoredOn as the instant it names: outside records spell it in their senders' time zones.
+    sort_keys = {"_lastUpdated": lambda r: r["meta"]["lastUpdated"],
+                 "authoredon": lambda r: parse_date(r.get("authoredOn"))}
     includes = {"patient": ("Patient", "subject")}
 
     async def read(self, ctx: Ctx, rid: str) -> dict[str, Any]:

@@ -281,16 +281,17 @@ class AlsoOutside(_Outside):
         if q.count and not await outside.any_of(ctx.session, ctx.principal, self.type):
             return Page(native.resources[q.offset:q.offset + q.count], native.total,
                         native.more or len(native.resources) > q.offset + q.count)
-        in_memory = bool(q.count) and any(key not in _DATES for key, _ in q.sort)
+        # The database orders outside records by one date (ties by id). By anything else (a name, or
+        # a second key that orders that date's ties) the first offset+count of them need not be the
+        # ones this page shows: then all their matches, up to a window, are read and ordered here
+        # with Carebase's own first offset+count; only the ones shown go in the read audit (below).
+        in_memory = bool(q.count) and (len(q.sort) > 1 or any(key not in _DATES for key, _ in q.sort))
         if in_memory:
-            # Outside records have no column to order by this (a name, say): all their matches, up
-            # to a window, are read and ordered here with Carebase's own first offset+count; only
-            # the ones shown go in the read audit (below).
             found, total = await _find(ctx, self.type, q, BY_ID_WINDOW + 1, 0, audit_reads=False)
             if len(found) > BY_ID_WINDOW:
                 raise Malformed(f"More than {BY_ID_WINDOW} outside {self.type} records match; narrow the search "
-                                f"to sort by {', '.join(k for k, _ in q.sort if k not in _DATES)}, or sort by "
-                                "date or _lastUpdated.", code="too-many-to-sort")
+                                f"to sort by {','.join(('-' if desc else '') + k for k, desc in q.sort)}, or sort "
+                                "by date or _lastUpdated alone.", code="too-many-to-sort")
         else:
             found, total = await _find(ctx, self.type, q, q.offset + q.count, 0)
         merged = native.resources + found
