@@ -104,9 +104,15 @@ async def _throttle(session: AsyncSession, what: str) -> None:
 # -- accounts ----------------------------------------------------------------------------------
 
 
+# Plain SQL: every GET /api/v1/me reads these (see db.first_row).
+_ACCOUNT_SQL = (f"SELECT id, email, phone, display_name, is_superadmin, created_at, version FROM {accounts.name} "
+                "WHERE id = %s")
+_MFA_SQL = f"SELECT totp_enabled_at FROM {credentials.name} WHERE account_id = %s"
+
+
 async def get_account(session: AsyncSession, account_id: uuid.UUID) -> Account | None:
-    row = (await session.execute(select(accounts).where(accounts.c.id == account_id))).first()
-    return _row_to_account(row) if row else None
+    row = await first_row(session, _ACCOUNT_SQL, (account_id,))
+    return Account(*row) if row else None
 
 
 async def find_account_by_email(session: AsyncSession, email: str) -> Account | None:
@@ -497,9 +503,8 @@ async def totp_confirm(session: AsyncSession, principal: Principal, code: str) -
 
 
 async def mfa_enabled(session: AsyncSession, account_id: uuid.UUID) -> bool:
-    row = (await session.execute(select(credentials.c.totp_enabled_at)
-                                 .where(credentials.c.account_id == account_id))).first()
-    return bool(row and row.totp_enabled_at)
+    row = await first_row(session, _MFA_SQL, (account_id,))
+    return bool(row and row[0])
 
 
 # -- password reset ----------------------------------------------------------------------------

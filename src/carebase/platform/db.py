@@ -117,12 +117,21 @@ async def first_row(session: AsyncSession, sql: str, params: tuple) -> tuple | N
     with the pending tenant context (prepared once per connection by psycopg). For reads on every
     request's path, where SQLAlchemy's statement building and the context's own round trip cost
     more than the query; everything else reads through the session."""
+    return await (await _plain_read(session, sql, params)).fetchone()
+
+
+async def all_rows(session: AsyncSession, sql: str, params: tuple) -> list[tuple]:
+    """Every row of one plain SQL read, as ``first_row`` reads (for the same hot paths)."""
+    return await (await _plain_read(session, sql, params)).fetchall()
+
+
+async def _plain_read(session: AsyncSession, sql: str, params: tuple):
     pg, info = await raw_connection(session)
     async with pg.pipeline():
         await send_pending_context(pg, info)
         cur = pg.cursor()
         await cur.execute(sql, params)
-    return await cur.fetchone()
+    return cur
 
 
 def _before_cursor_execute(conn, cursor, statement, parameters, context, executemany) -> None:

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from carebase.platform import eventstore
 from carebase.platform.authz import Principal, require, require_tenant
-from carebase.platform.db import set_context
+from carebase.platform.db import all_rows, set_context
 from carebase.platform.errors import Conflict, NotFound, ValidationFailed
 from carebase.platform.eventstore import NewEvent
 from carebase.platform.ids import new_id
@@ -172,13 +172,15 @@ async def join_as_patient(session: AsyncSession, tenant: Tenant, account_id: uui
     return await add_membership(session, tenant_id=tenant.id, account_id=account_id, role="patient")
 
 
+# Plain SQL: every GET /api/v1/me reads this (see db.first_row).
+_MEMBERSHIPS_SQL = (
+    f"SELECT m.id, m.tenant_id, t.slug, t.name, m.account_id, m.role, m.created_at FROM {memberships.name} m "
+    f"JOIN {tenants.name} t ON t.id = m.tenant_id WHERE m.account_id = %s AND m.revoked_at IS NULL "
+    "ORDER BY m.created_at, m.id")
+
+
 async def memberships_of(session: AsyncSession, account_id: uuid.UUID) -> list[Membership]:
-    rows = (await session.execute(
-        select(memberships, tenants.c.slug, tenants.c.name)
-        .join(tenants, tenants.c.id == memberships.c.tenant_id)
-        .where(memberships.c.account_id == account_id, memberships.c.revoked_at.is_(None))
-        .order_by(memberships.c.created_at, memberships.c.id))).all()
-    return [Membership(r.id, r.tenant_id, r.slug, r.name, r.account_id, r.role, r.created_at) for r in rows]
+    return [Membership(*r) for r in await all_rows(session, _MEMBERSHIPS_SQL, (account_id,))]
 
 
 async def list_members(session: AsyncSession, principal: Principal) -> list[Membership]:
