@@ -200,6 +200,34 @@ def test_errors_are_operation_outcomes_with_the_right_status(client, doctor):
     assert_outcome(client.get(FHIR + "/Patient"), 401)
 
 
+def test_what_the_database_cannot_hold_or_a_type_cannot_do_is_refused_not_failed(client, doctor, owner):
+    """Found by sending every search parameter of every type garbage: each of these was a 500."""
+    h = bearer(doctor)
+    # The NUL character: PostgreSQL cannot store it, so no parameter, id or string may hold it.
+    for kind, params in (("Patient", {"family": "Ada\x00"}), ("Observation", {"code": "\x00"}),
+                         ("Encounter", {"status": "x\x00y"})):
+        assert_outcome(client.get(f"{FHIR}/{kind}", params=params, headers=h), 400, "nul-character")
+    assert_outcome(client.get(f"{FHIR}/Patient/a%00b", headers=h), 400, "nul-character")
+    family = "Nul" + uuid.uuid4().hex[:8]
+    bad = _patient(family, name=[{"family": family, "given": ["Ada\x00"]}])
+    outcome = assert_outcome(client.post(FHIR + "/Patient", json=bad, headers=h), 422, "invalid-resource")
+    assert outcome["issue"][0]["expression"] == ["Patient.name[0].given[0]"]
+    assert owner.execute("SELECT count(*) FROM patients WHERE family_name = %s", (family,)).fetchone()[0] == 0
+    # Paging past the deepest offset is refused with a way forward; the deepest itself pages.
+    assert_outcome(client.get(f"{FHIR}/Patient", params={"_offset": "99999999999999999999"}, headers=h),
+                   400, "bad-paging")
+    assert client.get(f"{FHIR}/Patient", params={"_offset": "100000"}, headers=h).status_code == 200
+    # Slots are computed, never stored: found by search, not read by id, in a route or a batch.
+    assert_outcome(client.get(f"{FHIR}/Slot/{uuid.uuid4()}", headers=h), 405, "read-not-supported")
+    assert_outcome(client.get(f"{FHIR}/Slot/x1/_history/1", headers=h), 405, "vread-not-supported")
+    # A batch entry's own address is held to the same rules.
+    batch = client.post(FHIR, json={"resourceType": "Bundle", "type": "batch", "entry": [
+        {"request": {"method": "GET", "url": "Slot/x1"}}, {"request": {"method": "GET", "url": "Slot/x1/_history/1"}},
+        {"request": {"method": "GET", "url": "Patient?family=Ada%00"}}]}, headers=h)
+    assert batch.status_code == 200, batch.text
+    assert [e["response"]["status"] for e in batch.json()["entry"]] == ["405", "405", "400"]
+
+
 def test_delete_erases_and_then_the_patient_is_gone(client, doctor):
     admin = login(client, "admin@demo.carebase.local")
     p = client.post(FHIR + "/Patient", json=_patient(), headers=bearer(doctor)).json()

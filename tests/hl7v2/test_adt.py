@@ -120,6 +120,9 @@ def test_the_same_control_id_is_applied_once(client, owner, feed_key):
     ("MSH|^~\\&|HIS|CITYHOSP|CAREBASE|DEMO|20261207||ORU^R01|X1|P|2.5\rOBX|1|NM|1^x||5\r", "AR", "not taken here"),
     ("MSH|^~\\&|HIS|CITYHOSP|CAREBASE|DEMO|20261207||ADT^A04|X2|P|3.0\r", "AR", "not v2"),
     ("", "AR", "does not start with an MSH"),
+    # Corrupt: PostgreSQL cannot store NUL, so this one was a 500 and kept nothing.
+    ("MSH|^~\\&|HIS|CITYHOSP|CAREBASE|DEMO|20261207||ADT^A04|X3|P|2.5\rPID|1||X3^^^H^MR||Do\x00e^John\r", "AR",
+     "NUL"),
 ])
 def test_malformed_messages_are_rejected_and_kept(client, owner, feed_key, text, code, reason):
     before = owner.execute("SELECT count(*) FROM patients").fetchone()[0]

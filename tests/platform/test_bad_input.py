@@ -641,6 +641,20 @@ def test_megabyte_strings_are_refused_without_a_write(fuzz, form_login):
     assert not failures, report(failures)
 
 
+def test_the_nul_character_is_refused_without_a_write(fuzz, form_login):
+    """PostgreSQL cannot store it: in any string of a JSON body or a form it is a 4xx naming the
+    field (a form's: 400 from the form check), never the 500 it was."""
+    failures = run(fuzz, lambda route: string_cases(fuzz, route, ("before\x00after",), "schema"))
+    assert not failures, report(failures)
+
+
+def test_the_nul_character_in_an_address_is_refused(fuzz):
+    for url in ("/api/v1/patients?q=Ver%00ma", "/api/v1/providers?q=%00", "/api/v1/patients/a%00b"):
+        r = fuzz.client.get(url, headers=bearer(fuzz.token))
+        assert r.status_code == 400 and r.headers["content-type"].startswith(PROBLEM_JSON), r.text
+        assert r.json()["code"] == "nul-character"
+
+
 def test_injection_strings_are_refused_or_stored_verbatim(fuzz, form_login):
     failures = run(fuzz, lambda route: string_cases(fuzz, route, INJECTIONS, "injection"))
     assert not failures, report(failures)

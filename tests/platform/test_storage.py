@@ -550,8 +550,10 @@ def test_local_route_refusals(backend, files_server):
         assert (head.status_code, head.headers["content-length"], head.content) == (200, "1", b"")
         run(store.delete(key))
         assert_problem(client.get(link), 404, "file-not-found")
-        r = client.get(f"/api/v1/files/{key}", params={"expires": "x" * 5000, "sig": "é" * 500, "filename": "\x00"})
+        r = client.get(f"/api/v1/files/{key}", params={"expires": "x" * 5000, "sig": "é" * 500, "filename": "\x01"})
         assert_problem(r, 403, "bad-signature")
+        r = client.get(f"/api/v1/files/{key}", params={"expires": "9999999999", "sig": "0" * 64, "filename": "\x00"})
+        assert_problem(r, 400, "nul-character")  # refused before anything looks at the link
 
 
 def test_local_route_is_off_when_files_are_in_s3(backend, files_server):

@@ -29,6 +29,7 @@ from carebase.platform.errors import (
     DomainError,
     Malformed,
     NotFound,
+    NotSupported,
     ValidationFailed,
 )
 
@@ -40,6 +41,9 @@ ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 # identifier system must not change when an operator moves the server to another host name.
 SID = "urn:carebase:"
 MAX_COUNT = 500
+# Paging deeper reads (and, merged with outside records, holds) everything before the page: past
+# this, a client narrows the search or exports.
+MAX_OFFSET = 100_000
 DEFAULT_COUNT = 50
 
 
@@ -165,26 +169,34 @@ def parse_body(raw: bytes, expected_type: str | None = None) -> dict[str, Any]:
     if expected_type is not None and body.get("resourceType") != expected_type:
         raise Malformed(f"The body is a {body.get('resourceType')!r}, this endpoint takes {expected_type}.",
                         code="wrong-resource-type")
-    null = _first_null(body, str(body.get("resourceType") or "resource"))
-    if null is not None:
-        # FHIR's JSON format has no null properties (the models would take one and store it as sent).
-        raise invalid(f"{null} is null: FHIR JSON has no null values; leave the element out.", null)
+    flaw = _first_flaw(body, str(body.get("resourceType") or "resource"))
+    if flaw is not None:
+        where, null = flaw
+        if null:
+            # FHIR's JSON format has no null properties (the models would take one and store it as sent).
+            raise invalid(f"{where} is null: FHIR JSON has no null values; leave the element out.", where)
+        raise invalid(f"{where} holds the NUL character (\\u0000), which no FHIR string may.", where)
     return body
 
 
-def _first_null(value: Any, path: str) -> str | None:
-    """Where the first null property is. A null inside an array is allowed: it keeps a primitive
-    array in step with its ``_element`` extensions."""
+def _first_flaw(value: Any, path: str) -> tuple[str, bool] | None:
+    """Where the first thing FHIR JSON cannot carry is, and whether it is a null property (else a
+    string or name holding the NUL character, which PostgreSQL cannot store either). A null
+    inside an array is allowed: it keeps a primitive array in step with its ``_element`` extensions."""
     if isinstance(value, dict):
         for k, v in value.items():
             where = f"{path}.{k}"
             if v is None:
-                return where
-            if isinstance(v, (dict, list)) and (found := _first_null(v, where)) is not None:
+                return where, True
+            if "\x00" in k or (type(v) is str and "\x00" in v):
+                return where, False
+            if isinstance(v, (dict, list)) and (found := _first_flaw(v, where)) is not None:
                 return found
     elif isinstance(value, list):
         for i, v in enumerate(value):
-            if isinstance(v, (dict, list)) and (found := _first_null(v, f"{path}[{i}]")) is not None:
+            if type(v) is str and "\x00" in v:
+                return f"{path}[{i}]", False
+            if isinstance(v, (dict, list)) and (found := _first_flaw(v, f"{path}[{i}]")) is not None:
                 return found
     return None
 
@@ -334,7 +346,8 @@ def token_matches(value: str, codings: list[tuple[str | None, str | None]]) -> b
 
 
 def paging(name: str, value: str | None, default: int) -> int:
-    """_count or _offset: a whole number, not negative (_count at most MAX_COUNT)."""
+    """_count or _offset: a whole number, not negative (_count at most MAX_COUNT, _offset at most
+    MAX_OFFSET)."""
     if not value:
         return default
     try:
@@ -343,6 +356,9 @@ def paging(name: str, value: str | None, default: int) -> int:
         raise Malformed(f"{name} must be a whole number.", code="bad-paging") from None
     if n < 0:
         raise Malformed(f"{name} cannot be negative.", code="bad-paging")
+    if name == "_offset" and n > MAX_OFFSET:
+        raise Malformed(f"_offset can be at most {MAX_OFFSET:,}: narrow the search (a date range, say), or take "
+                        "everything with $export.", code="bad-paging")
     return min(n, MAX_COUNT) if name == "_count" else n
 
 
@@ -424,29 +440,32 @@ class Resource:
     profile: ClassVar[str | None] = None
     versioned: ClassVar[bool] = True
 
+    # What a type does not override it does not support: a clean 405 wherever it is asked for (a
+    # route, a bundle entry, an _include), and absent from the CapabilityStatement (``supports``).
     async def read(self, ctx: Ctx, rid: str) -> dict[str, Any]:
-        raise NotImplementedError
+        raise NotSupported(f"{self.type} resources are not read by id here; search for them.",
+                           code="read-not-supported")
 
     async def search(self, ctx: Ctx, q: Query) -> Page:
-        raise NotImplementedError
+        raise NotSupported(f"{self.type} cannot be searched here.", code="search-not-supported")
 
     async def vread(self, ctx: Ctx, rid: str, version: int) -> dict[str, Any]:
-        raise NotImplementedError
+        raise NotSupported(f"{self.type} keeps no past versions.", code="vread-not-supported")
 
     async def history(self, ctx: Ctx, rid: str) -> list[Version]:
-        raise NotImplementedError
+        raise NotSupported(f"{self.type} keeps no version history.", code="history-not-supported")
 
     async def type_history(self, ctx: Ctx, since: datetime | None, count: int, offset: int) -> tuple[list[Version], int]:
-        raise NotImplementedError
+        raise NotSupported(f"History of all {self.type} resources is not kept.", code="history-not-supported")
 
     async def create(self, ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
-        raise NotImplementedError
+        raise NotSupported(f"{self.type} resources cannot be created through FHIR here.", code="create-not-supported")
 
     async def update(self, ctx: Ctx, rid: str, body: dict[str, Any], expected_version: int | None) -> dict[str, Any]:
-        raise NotImplementedError
+        raise NotSupported(f"{self.type} resources cannot be updated through FHIR here.", code="update-not-supported")
 
     async def delete(self, ctx: Ctx, rid: str) -> None:
-        raise NotImplementedError
+        raise NotSupported(f"{self.type} resources cannot be deleted here.", code="delete-not-supported")
 
     async def conditional_match(self, ctx: Ctx, q: Query) -> list[dict[str, Any]]:
         """The resources a conditional create's criteria find (If-None-Exist)."""

@@ -23,7 +23,7 @@ from carebase.fhir.base import (
     ref_id,
     type_of,
 )
-from carebase.platform.errors import DomainError, Malformed, NotFound
+from carebase.platform.errors import DomainError, Malformed, NotFound, nul_character
 
 # Parameters every search takes, besides each type's own.
 COMMON = ("_count", "_offset", "_sort", "_lastUpdated", "_include", "_revinclude", "_format", "_pretty", "_total")
@@ -32,6 +32,8 @@ COMMON = ("_count", "_offset", "_sort", "_lastUpdated", "_include", "_revinclude
 def parse_query(kind, items: list[tuple[str, str]], strict: bool) -> Query:
     q = Query(params={})
     for name, value in items:
+        if "\x00" in name or "\x00" in value:  # a bundle entry's url (the HTTP address: platform.web)
+            raise nul_character(f"The search parameter {name!r}")
         if name in ("_format", "_pretty"):
             continue
         if name == "_total":

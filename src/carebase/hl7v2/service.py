@@ -346,7 +346,11 @@ async def ingest(session: AsyncSession, principal: Principal, raw: str, *, via: 
                  replay_of: uuid.UUID | None = None) -> Outcome:
     """Take one message: acknowledge it, apply it if it can be, keep it in the inbox either way."""
     require_ingest(principal)
+    # A corrupt message: the inbox keeps it with U+FFFD for each NUL (PostgreSQL cannot store one).
+    nul, raw = "\x00" in raw, raw.replace("\x00", "\ufffd")
     try:
+        if nul:
+            raise Rejected("The message holds the NUL character (0x00), which HL7 v2 text never does.")
         message, header = parse(raw)
     except Rejected as r:
         header = _header(_normalize(raw))

@@ -62,6 +62,12 @@ class Malformed(DomainError):
     code, status, title = "malformed", 400, "Malformed request"
 
 
+def nul_character(where: str) -> Malformed:
+    """The refusal of text holding the NUL character: PostgreSQL cannot store it, so it would
+    otherwise fail deep in a query, as a 500."""
+    return Malformed(f"{where} holds the NUL character (%00, \\u0000), which no text may.", code="nul-character")
+
+
 class Forbidden(DomainError):
     code, status, title = "forbidden", 403, "Not allowed"
 

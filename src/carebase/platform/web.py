@@ -40,6 +40,7 @@ from carebase.platform.errors import (
     NotAuthenticated,
     PayloadTooLarge,
     ValidationFailed,
+    nul_character,
 )
 from carebase.platform.logging import get_logger
 
@@ -220,6 +221,9 @@ class RequestMiddleware:
                 message = {**message, "headers": list(message.get("headers", [])) + extra_headers}
             await send(message)
 
+        if "\x00" in scope["path"] or b"%00" in scope["query_string"] or b"\x00" in scope["query_string"]:
+            # PostgreSQL cannot store the NUL character, so no search or id may hold it either.
+            return await self._send_problem(send_plain, scope["path"], nul_character("The address"))
         max_body = _large_bodies.get(scope["path"], self.max_body)
         length = _header(scope, b"content-length")
         if length and length.isdigit() and int(length) > max_body:
@@ -248,6 +252,9 @@ class RequestMiddleware:
                                              [(b"idempotent-replayed", b"true")]})
                 await send_plain({"type": "http.response.body", "body": content})
                 return
+
+        if (_header(scope, b"content-type") or "").startswith("application/x-www-form-urlencoded"):
+            receive = _form_without_nul(receive)  # JSON bodies: the models refuse it (fields.Strict)
 
         start_msg: dict[str, Any] | None = None
         chunks: list[bytes] = []
@@ -382,6 +389,22 @@ def _limited(receive, limit: int):
         return message
 
     return receive_limited
+
+
+def _form_without_nul(receive):
+    tail = b""
+
+    async def receive_checked():
+        nonlocal tail
+        message = await receive()
+        if message["type"] == "http.request":
+            body = tail + message.get("body", b"")
+            if b"%00" in body or b"\x00" in body:
+                raise FastAPIHTTPException(400, nul_character("A form field").detail)
+            tail = body[-2:]  # "%00" may straddle two chunks
+        return message
+
+    return receive_checked
 
 
 def _replay(body: bytes):
