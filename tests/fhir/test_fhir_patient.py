@@ -213,6 +213,8 @@ def test_what_the_database_cannot_hold_or_a_type_cannot_do_is_refused_not_failed
     outcome = assert_outcome(client.post(FHIR + "/Patient", json=bad, headers=h), 422, "invalid-resource")
     assert outcome["issue"][0]["expression"] == ["Patient.name[0].given[0]"]
     assert owner.execute("SELECT count(*) FROM patients WHERE family_name = %s", (family,)).fetchone()[0] == 0
+    conditional = client.post(FHIR + "/Patient", json=_patient(family), headers={**h, "If-None-Exist": "family=Ada%00"})
+    assert_outcome(conditional, 400, "nul-character")
     # Paging past the deepest offset is refused with a way forward; the deepest itself pages.
     assert_outcome(client.get(f"{FHIR}/Patient", params={"_offset": "99999999999999999999"}, headers=h),
                    400, "bad-paging")

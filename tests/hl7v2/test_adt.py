@@ -166,6 +166,20 @@ def test_an_application_error_writes_nothing_and_can_be_replayed(client, owner, 
                       headers=bearer(login(client, "admin@demo2.carebase.local"))).status_code == 404
 
 
+def test_a_message_with_a_nul_is_rejected_kept_as_it_came_and_rejected_again_on_replay(client, owner, feed_key):
+    admin = login(client, "admin@demo.carebase.local")
+    mrn = "H" + uuid.uuid4().hex[:9].upper()
+    ack = send(client, feed_key, message("A04", mrn, family="Oka\x00for"))
+    assert msa(ack)[1] == "AR" and "NUL" in err(ack), ack
+    inbox = client.get("/api/v1/hl7/messages", params={"status": "rejected"}, headers=bearer(admin)).json()
+    kept = next(i for i in inbox["items"] if i["control_id"] == msa(ack)[2])
+    opened = client.get(f"/api/v1/hl7/messages/{kept['id']}", headers=bearer(admin)).json()
+    assert "Oka\x00for" in opened["body"]  # sealed as it came, not "repaired"
+    r = client.post(f"/api/v1/hl7/messages/{kept['id']}/replay", headers=bearer(admin))
+    assert r.status_code == 200 and r.json()["ack_code"] == "AR", r.text
+    assert owner.execute("SELECT count(*) FROM patients WHERE mrn = %s", (mrn,)).fetchone()[0] == 0
+
+
 def test_only_a_live_key_with_the_hl7_scope_may_send(client, feed_key):
     text = message("A04", "H" + uuid.uuid4().hex[:9].upper())
     assert client.post("/api/v1/hl7/v2", content=text.encode()).status_code == 401

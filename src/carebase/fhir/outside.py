@@ -138,15 +138,16 @@ def _filter(found: list[dict[str, Any]], q: Query) -> list[dict[str, Any]]:
 
 async def _find(ctx: Ctx, kind: str, q: Query, limit: int, offset: int,
                 audit_reads: bool = True) -> tuple[list[dict[str, Any]], int | None]:
-    sort, desc = (q.sort[0] if q.sort else ("date", True))
+    # The database orders by the dates of _sort (by what else, the caller orders in memory).
+    order = tuple(("updated" if key == "_lastUpdated" else "occurred", desc) for key, desc in q.sort
+                  if key in _DATES) or (("occurred", True),)
     if _unindexed(q):
-        found, _ = await outside.find(ctx.session, ctx.principal, _criteria(kind, q), limit=10_000,
-                                      sort="updated" if sort == "_lastUpdated" else "occurred", newest_first=desc)
+        found, _ = await outside.find(ctx.session, ctx.principal, _criteria(kind, q), limit=10_000, order=order,
+                                      audit_reads=audit_reads)
         matched = _filter([to_fhir(r) for r in found], q)
         return matched[offset:offset + limit], len(matched)
     found, total = await outside.find(ctx.session, ctx.principal, _criteria(kind, q), limit=limit, offset=offset,
-                                      sort="updated" if sort == "_lastUpdated" else "occurred", newest_first=desc,
-                                      audit_reads=audit_reads)
+                                      order=order, audit_reads=audit_reads)
     return [to_fhir(r) for r in found], total
 
 
@@ -281,17 +282,17 @@ class AlsoOutside(_Outside):
         if q.count and not await outside.any_of(ctx.session, ctx.principal, self.type):
             return Page(native.resources[q.offset:q.offset + q.count], native.total,
                         native.more or len(native.resources) > q.offset + q.count)
-        # The database orders outside records by one date (ties by id). By anything else (a name, or
-        # a second key that orders that date's ties) the first offset+count of them need not be the
-        # ones this page shows: then all their matches, up to a window, are read and ordered here
-        # with Carebase's own first offset+count; only the ones shown go in the read audit (below).
-        in_memory = bool(q.count) and (len(q.sort) > 1 or any(key not in _DATES for key, _ in q.sort))
+        # The database orders outside records by the dates of _sort (then by id), so the first
+        # offset+count of them hold every one this page can show. By anything else (a name) they
+        # need not: then all their matches, up to a window, are read and ordered here with
+        # Carebase's own first offset+count; only the ones shown go in the read audit (below).
+        in_memory = bool(q.count) and any(key not in _DATES for key, _ in q.sort)
         if in_memory:
             found, total = await _find(ctx, self.type, q, BY_ID_WINDOW + 1, 0, audit_reads=False)
             if len(found) > BY_ID_WINDOW:
                 raise Malformed(f"More than {BY_ID_WINDOW} outside {self.type} records match; narrow the search "
                                 f"to sort by {','.join(('-' if desc else '') + k for k, desc in q.sort)}, or sort "
-                                "by date or _lastUpdated alone.", code="too-many-to-sort")
+                                "by date and _lastUpdated alone.", code="too-many-to-sort")
         else:
             found, total = await _find(ctx, self.type, q, q.offset + q.count, 0)
         merged = native.resources + found

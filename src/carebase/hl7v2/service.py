@@ -346,14 +346,13 @@ async def ingest(session: AsyncSession, principal: Principal, raw: str, *, via: 
                  replay_of: uuid.UUID | None = None) -> Outcome:
     """Take one message: acknowledge it, apply it if it can be, keep it in the inbox either way."""
     require_ingest(principal)
-    # A corrupt message: the inbox keeps it with U+FFFD for each NUL (PostgreSQL cannot store one).
-    nul, raw = "\x00" in raw, raw.replace("\x00", "\ufffd")
     try:
-        if nul:
+        if "\x00" in raw:  # corrupt (and a replay of it is refused again)
             raise Rejected("The message holds the NUL character (0x00), which HL7 v2 text never does.")
         message, header = parse(raw)
     except Rejected as r:
-        header = _header(_normalize(raw))
+        # Kept sealed as it came; its header goes in text columns, where PostgreSQL takes no NUL.
+        header = _header(_normalize(raw.replace("\x00", "\ufffd")))
         mid = await _record(session, principal, raw, header, via=via, status="rejected", code="AR", error=r.reason,
                             replay_of=replay_of)
         log.info("hl7_rejected", message_id=str(mid), reason=r.reason)

@@ -285,7 +285,7 @@ def _conditions(tenant_id: uuid.UUID, c: Criteria) -> list:
 
 
 async def find(session: AsyncSession, principal: Principal, c: Criteria, *, limit: int = 50, offset: int = 0,
-               sort: str = "occurred", newest_first: bool = True, count: bool = True,
+               order: tuple[tuple[str, bool], ...] = (("occurred", True),), count: bool = True,
                audit_reads: bool = True) -> tuple[list[OutsideRecord], int | None]:
     """One page of records of one type and (with ``count``) how many match: one patient's (with
     the records merged into theirs), or, for staff, the whole organization's. Every patient shown
@@ -308,10 +308,11 @@ async def find(session: AsyncSession, principal: Principal, c: Criteria, *, limi
         patient = await patients.own_patient(session, principal)  # a patient's search covers their own
     if patient is not None:
         conds.append(t.c.patient_id.in_(await patients.record_ids(session, patient)))
-    column = t.c.occurred_at if sort == "occurred" else t.c.updated_at
+    # ``order``: ("occurred" or "updated", newest first?) pairs, the first the strongest; ties by id.
     # Undated records count as the oldest, either way round (as the FHIR side's merge sorts them).
-    order = [column.desc().nulls_last() if newest_first else column.asc().nulls_first(), t.c.id]
-    rows = (await session.execute(select(t).where(*conds).order_by(*order).limit(limit).offset(offset))).all()
+    columns = {"occurred": t.c.occurred_at, "updated": t.c.updated_at}
+    by = [columns[key].desc().nulls_last() if newest else columns[key].asc().nulls_first() for key, newest in order]
+    rows = (await session.execute(select(t).where(*conds).order_by(*by, t.c.id).limit(limit).offset(offset))).all()
     found = [_record(r) for r in rows]
     total = None
     if count:
