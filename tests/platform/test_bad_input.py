@@ -603,6 +603,7 @@ def test_malformed_json_to_a_route_without_a_body_is_refused_without_a_write(fuz
     assert not failures, report(failures)
 
 
+@pytest.mark.one_backend("embedded")  # the module's longest: the embedded process has more time to spare
 def test_wrong_types_are_refused_without_a_write(fuzz, form_login):
     failures = run(fuzz, lambda route: wrong_type_cases(fuzz, route))
     assert not failures, report(failures)
